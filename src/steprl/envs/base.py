@@ -1,0 +1,92 @@
+"""The environment protocol every GUI environment implements, and the registry that builds them.
+
+The shape follows what OSWorld's DesktopEnv, AndroidWorld and MiniWoB++ can all offer (see
+DESIGN.md): tasks come from the environment, the environment parses the model's text itself (so
+each benchmark maps UI-TARS actions to its own action format), and the score is read from the final
+state by `evaluate()`. Environments are built from plain keyword arguments (picklable), so a worker
+process or a Ray actor can build its own copy from `(name, kwargs)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, Protocol, runtime_checkable
+
+from steprl.types import Observation, StepResult, Task
+
+
+@runtime_checkable
+class GUIEnv(Protocol):
+    """A GUI environment driven by model text.
+
+    - `tasks(split)` lists the task instances of a split ("train" or "test").
+    - `reset(task)` sets the task up and returns the first observation.
+    - `step(response_text)` parses the model's "Thought: ... Action: ..." text and executes it.
+      An unparseable or impossible action costs a turn and is reported in `info["action_valid"]`
+      and `info["error"]`; it never raises. `done` is True after a terminal action
+      (finished / call_user) or when the task's step budget is spent.
+    - `evaluate()` returns the task score in [0, 1] from the current state.
+    - `snapshot()` / `restore(state)` copy and restore the full state where `supports_snapshot`.
+    - `close()` releases whatever the environment holds (VMs, browsers, emulators).
+    """
+
+    supports_snapshot: bool
+
+    @property
+    def screen_size(self) -> tuple[int, int]:
+        """(width, height) of the screen in pixels."""
+        ...
+
+    def tasks(self, split: str) -> list[Task]: ...
+
+    def reset(self, task: Task) -> Observation: ...
+
+    def step(self, response_text: str) -> StepResult: ...
+
+    def evaluate(self) -> float: ...
+
+    def snapshot(self) -> Any: ...
+
+    def restore(self, state: Any) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class MissingDependencyError(ImportError):
+    """An optional dependency of an environment (or other component) is not installed."""
+
+    def __init__(self, component: str, package: str, install: str):
+        super().__init__(
+            f"{component} needs the optional package '{package}', which is not installed. "
+            f"Install it with: {install}"
+        )
+
+
+# name -> "module:attribute" (imported lazily so optional dependencies load only when used)
+_REGISTRY: dict[str, str] = {
+    "minidesk": "steprl.envs.minidesk.env:MiniDeskEnv",
+    "miniwob": "steprl.envs.miniwob:MiniWoBEnv",
+    "osworld": "steprl.envs.osworld:OSWorldEnv",
+    "androidworld": "steprl.envs.androidworld:AndroidWorldEnv",
+}
+
+
+def register(name: str, target: str | Callable[..., GUIEnv]) -> None:
+    """Register an environment under `name`: a "module:attribute" path or a factory."""
+    _REGISTRY[name] = target  # type: ignore[assignment]
+
+
+def available() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def make(name: str, **kwargs: Any) -> GUIEnv:
+    """Build the environment registered as `name` with keyword arguments `kwargs`."""
+    if name not in _REGISTRY:
+        raise ValueError(f"Unknown environment '{name}'. Known environments: {', '.join(available())}.")
+    target = _REGISTRY[name]
+    if callable(target):
+        return target(**kwargs)
+    module_name, attribute = target.split(":")
+    factory = getattr(importlib.import_module(module_name), attribute)
+    return factory(**kwargs)
