@@ -1,0 +1,321 @@
+"""The algorithm as a set of switches: STEP, T-GRPO, GiGPO and the ablations (ALGORITHM.md §6).
+
+`AlgorithmSpec` holds every algorithm knob (the keys of conf/algo/*.yaml); `build_samples` turns a
+round's trajectories into training samples by reading the switches, never the algorithm's name, so
+any combination (e.g. GiGPO advantages with SR-Traj sampling) is one config away.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import numbers
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from steprl.algo.advantages import gigpo_advantages, grpo_advantages, sr_adv_trajectory_advantages
+from steprl.algo.augment import REWARD_FUNCTIONS, num_alternatives
+from steprl.algo.loss import PolicyLoss, check_loss_settings
+from steprl.algo.sampling import SRTrajScheduler, TaskScheduler, UniformScheduler
+from steprl.algo.samples import step_samples, trajectory_sample
+from steprl.algo.success_rate import SuccessRateRecorder, is_success
+from steprl.types import TrainingSample, Trajectory
+
+SAMPLINGS = ("sr_traj", "uniform")
+SAMPLE_LEVELS = ("step", "trajectory")
+ADVANTAGES = ("sr_adv", "grpo", "gigpo")
+STEP_NORMS = ("mean", "mean_std")
+
+
+@dataclass
+class AlgorithmSpec:
+    """Every algorithm knob, with STEP's defaults. [reconstructed] marks choices the paper leaves open."""
+
+    name: str = "step"  # a label for logs and run names; nothing dispatches on it
+    # SR Recorder (§1)
+    alpha: float = 0.5  # EMA weight of the newest round in ŝ_i [reconstructed]
+    success_threshold: float = 1.0  # success(τ) = score ≥ threshold (binary envs: 1.0)
+    success_rate_prior: str | None = None  # JSON file {task_id: rate} of base-model success rates
+    # SR-Traj (§2)
+    sampling: str = "sr_traj"  # "sr_traj" | "uniform"
+    s0: float = 0.6  # cache upper bound and logistic midpoint (paper)
+    kappa: float = 10.0  # logistic steepness κ [reconstructed]
+    # Samples and advantages (§3, §6)
+    sample_level: str = "step"  # "step" (history window) | "trajectory" (whole multi-turn sequence)
+    use_failed_trajectories: bool = False  # False: only successful trajectories give samples
+    advantage: str = "sr_adv"  # "sr_adv" (1 − ŝ_i) | "grpo" (group-normalised score) | "gigpo"
+    sr_adv_unseen: str | float = "round"  # ŝ_i for a task never seen: "round" (this round's k/n) or a rate [reconstructed]
+    grpo_eps: float = 1e-6  # ε of (r − mean)/(std + ε)
+    norm_by_std: bool = True  # divide episode-level group advantages by the std (False: Dr. GRPO / GiGPO F_norm = 1)
+    gigpo_omega: float = 1.0  # ω: weight of the step-level advantage A^S
+    gigpo_gamma: float = 0.95  # γ of the discounted step return R_t
+    gigpo_step_norm: str = "mean"  # A^S normalisation: "mean" | "mean_std"
+    # History window of step samples, images of trajectory samples
+    history_responses: int = 3  # k previous responses as text
+    history_screenshots: int = 0  # m previous screenshots (m ≤ k)
+    max_images: int = 5  # screenshots kept in a trajectory sample (T-GRPO)
+    # SL-GRPO (§4)
+    augment: bool = True
+    s_low: float = 0.2  # augment steps of tasks with ŝ_i ≤ s_low (paper)
+    aug_reward: str = "equivalence"  # "equivalence" (action match) | "env" (same next state, needs snapshots)
+    aug_weight: float = 1.0  # loss weight of augmentation samples [reconstructed]
+    aug_temperature: float = 1.0  # sampling temperature of the alternatives [reconstructed]
+    aug_radius_px: float = 20.0  # click points this close (pixels) count as the same action [reconstructed]
+    aug_suffix: str = ""  # text appended to the prompt asking for a different action ("" = none)
+    # Policy loss (§5)
+    clip_low: float = 0.2  # ε_low (ARPO)
+    clip_high: float = 0.3  # ε_high (ARPO)
+    dual_clip: float | None = None  # c for A < 0 (3 is usual); None = off
+    kl_coef: float = 0.0  # KL to the reference policy (0 as in ARPO)
+    kl_estimator: str = "k3"  # "k1" | "k2" | "k3"
+    loss_agg: str = "token-mean"  # "token-mean" | "seq-mean-token-mean"
+    entropy_coef: float = 0.0
+    ppo_epochs: int = 1  # passes over the round's samples
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------ validation
+    def problems(self) -> list[str]:
+        """Every bad value, one message each (empty when the spec is valid)."""
+        found: list[str] = []
+
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                found.append(message)
+
+        def one_of(key: str, choices: tuple[str, ...]) -> None:
+            value = getattr(self, key)
+            need(value in choices, f"algo.{key}={value!r}: use one of {', '.join(choices)}.")
+
+        one_of("sampling", SAMPLINGS)
+        one_of("sample_level", SAMPLE_LEVELS)
+        one_of("advantage", ADVANTAGES)
+        one_of("gigpo_step_norm", STEP_NORMS)
+        one_of("aug_reward", REWARD_FUNCTIONS)
+        need(0.0 < self.alpha <= 1.0, f"algo.alpha={self.alpha} must be in (0, 1].")
+        need(
+            0.0 < self.success_threshold <= 1.0,
+            f"algo.success_threshold={self.success_threshold} must be in (0, 1] (success = score ≥ threshold).",
+        )
+        need(0.0 < self.s0 < 1.0, f"algo.s0={self.s0} must be in (0, 1): tasks with 0 < ŝ < s0 form the cache.")
+        need(self.kappa > 0.0, f"algo.kappa={self.kappa} must be > 0 (the logistic's steepness).")
+        need(0.0 <= self.s_low < 1.0, f"algo.s_low={self.s_low} must be in [0, 1).")
+        need(
+            not (self.augment and self.sampling == "sr_traj" and self.s_low >= self.s0),
+            f"algo.s_low={self.s_low} must be below algo.s0={self.s0}: SL-GRPO targets the hardest tasks, "
+            "SR-Traj the ones below s0.",
+        )
+        need(
+            not (self.advantage == "sr_adv" and self.use_failed_trajectories),
+            "algo.advantage=sr_adv gives failed trajectories no advantage: set algo.use_failed_trajectories=false "
+            "(or algo.advantage=grpo to train on failures).",
+        )
+        need(
+            not (self.advantage == "gigpo" and self.sample_level != "step"),
+            "algo.advantage=gigpo gives one advantage per step: set algo.sample_level=step.",
+        )
+        need(
+            not (self.augment and self.sample_level != "step"),
+            "algo.augment=true (SL-GRPO) augments step samples: set algo.sample_level=step or algo.augment=false.",
+        )
+        unseen_ok = self.sr_adv_unseen == "round" or (
+            isinstance(self.sr_adv_unseen, numbers.Real)
+            and not isinstance(self.sr_adv_unseen, bool)
+            and 0.0 <= self.sr_adv_unseen <= 1.0
+        )
+        need(unseen_ok, f"algo.sr_adv_unseen={self.sr_adv_unseen!r}: use 'round' or a rate in [0, 1].")
+        need(self.grpo_eps > 0.0, f"algo.grpo_eps={self.grpo_eps} must be > 0.")
+        need(self.gigpo_omega >= 0.0, f"algo.gigpo_omega={self.gigpo_omega} must be >= 0.")
+        need(0.0 < self.gigpo_gamma <= 1.0, f"algo.gigpo_gamma={self.gigpo_gamma} must be in (0, 1].")
+        need(self.history_responses >= 0, f"algo.history_responses={self.history_responses} must be >= 0.")
+        need(
+            0 <= self.history_screenshots <= max(self.history_responses, 0),
+            f"algo.history_screenshots={self.history_screenshots} must be in [0, history_responses={self.history_responses}]: "
+            "a past screenshot is shown with the response that followed it.",
+        )
+        need(self.max_images >= 1, f"algo.max_images={self.max_images} must be >= 1.")
+        need(self.aug_weight >= 0.0, f"algo.aug_weight={self.aug_weight} must be >= 0.")
+        need(self.aug_temperature > 0.0, f"algo.aug_temperature={self.aug_temperature} must be > 0.")
+        need(self.aug_radius_px >= 0.0, f"algo.aug_radius_px={self.aug_radius_px} must be >= 0.")
+        need(self.ppo_epochs >= 1, f"algo.ppo_epochs={self.ppo_epochs} must be >= 1.")
+        try:
+            check_loss_settings(
+                self.clip_low,
+                self.clip_high,
+                self.dual_clip,
+                self.kl_coef,
+                self.kl_estimator,
+                self.loss_agg,
+                self.entropy_coef,
+            )
+        except ValueError as error:
+            found.append(str(error))
+        return found
+
+    def validate(self) -> None:
+        """Raise one ValueError listing every bad value, each with what to do."""
+        found = self.problems()
+        if found:
+            raise ValueError(f"Invalid algorithm settings ({self.name}):\n  - " + "\n  - ".join(found))
+
+    def validate_budget(self, rollouts_per_task: int) -> None:
+        """Checks that need N = data.rollouts_per_task, which the spec does not hold."""
+        found = []
+        if rollouts_per_task < 1:
+            found.append(f"data.rollouts_per_task={rollouts_per_task} must be >= 1.")
+        elif self.advantage in ("grpo", "gigpo") and rollouts_per_task < 2:
+            found.append(
+                f"algo.advantage={self.advantage} compares the N rollouts of a task; with data.rollouts_per_task="
+                f"{rollouts_per_task} every group has one member and every advantage is 0. Use N >= 2."
+            )
+        if self.augment and rollouts_per_task >= 1 and num_alternatives(rollouts_per_task) < 1:
+            found.append(
+                f"SL-GRPO samples N/2 − 1 alternatives per step, 0 with data.rollouts_per_task={rollouts_per_task}: "
+                "use N >= 4 or set algo.augment=false."
+            )
+        if found:
+            raise ValueError(f"Invalid rollout budget for {self.name}:\n  - " + "\n  - ".join(found))
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> AlgorithmSpec:
+        """From the algo config group (a dict or DictConfig); unknown keys are an error naming the
+        closest known key, so a typo never silently keeps a default."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        values = {str(k): v for k, v in dict(config).items() if k != "_target_"}
+        unknown = [k for k in values if k not in known]
+        if unknown:
+            hints = []
+            for key in unknown:
+                close = difflib.get_close_matches(key, known, n=1)
+                hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+            raise ValueError(f"Unknown algo setting {', '.join(hints)}. Known settings: {', '.join(known)}.")
+        return cls(**values)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> AlgorithmSpec:
+        """One of PRESETS (STEP, the baselines, the ablations), with optional overrides."""
+        if name not in PRESETS:
+            raise ValueError(f"Unknown algorithm preset '{name}'. Known presets: {', '.join(PRESETS)}.")
+        return cls(**{"name": name, **PRESETS[name], **overrides})
+
+
+#: Each preset is its difference from STEP's defaults (ALGORITHM.md §6).
+_WITHOUT_SR_TRAJ = {"sampling": "uniform"}
+_WITHOUT_SR_ADV = {"advantage": "grpo", "use_failed_trajectories": True}  # [reconstructed]
+PRESETS: dict[str, dict[str, Any]] = {
+    "step": {},
+    "t_grpo": {**_WITHOUT_SR_TRAJ, **_WITHOUT_SR_ADV, "sample_level": "trajectory", "augment": False},
+    # GiGPO's F_norm = 1 (mean only) at both levels, as in verl-agent's default
+    "gigpo": {**_WITHOUT_SR_TRAJ, "advantage": "gigpo", "use_failed_trajectories": True, "augment": False, "norm_by_std": False},
+    "step_no_srtraj": {**_WITHOUT_SR_TRAJ},
+    "step_no_sradv": {**_WITHOUT_SR_ADV},
+    "step_no_slgrpo": {"augment": False},
+    "step_no_both": {**_WITHOUT_SR_TRAJ, **_WITHOUT_SR_ADV},
+    "step_decomp_only": {**_WITHOUT_SR_TRAJ, **_WITHOUT_SR_ADV, "augment": False},
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Building the parts from a spec
+# --------------------------------------------------------------------------------------------
+
+AdvantageFunction = Callable[[AlgorithmSpec, Sequence[Trajectory], SuccessRateRecorder], list[Any]]
+
+
+def _sr_adv(spec: AlgorithmSpec, trajectories: Sequence[Trajectory], recorder: SuccessRateRecorder) -> list[Any]:
+    return sr_adv_trajectory_advantages(trajectories, recorder, spec.success_threshold, spec.sr_adv_unseen)
+
+
+def _grpo(spec: AlgorithmSpec, trajectories: Sequence[Trajectory], recorder: SuccessRateRecorder) -> list[Any]:
+    scores = [t.score for t in trajectories]
+    return list(grpo_advantages(scores, [t.task.id for t in trajectories], spec.grpo_eps, spec.norm_by_std))
+
+
+def _gigpo(spec: AlgorithmSpec, trajectories: Sequence[Trajectory], recorder: SuccessRateRecorder) -> list[Any]:
+    return gigpo_advantages(
+        trajectories,
+        omega=spec.gigpo_omega,
+        gamma=spec.gigpo_gamma,
+        step_norm=spec.gigpo_step_norm,
+        episode_norm_by_std=spec.norm_by_std,
+        eps=spec.grpo_eps,
+    )
+
+
+#: algo.advantage → per trajectory: a number, one number per step, or None (no samples).
+ADVANTAGE_FUNCTIONS: dict[str, AdvantageFunction] = {"sr_adv": _sr_adv, "grpo": _grpo, "gigpo": _gigpo}
+
+
+@dataclass(frozen=True)
+class SampleOrigin:
+    """Where a training sample came from: its trajectory and, for a step sample, the turn index t
+    (None for a whole-trajectory sample). SL-GRPO uses it to find a_t (`turns[t].action`) and, with
+    `aug.reward=env`, the state to restore."""
+
+    trajectory: Trajectory
+    turn_index: int | None
+
+
+def build_samples_with_origins(
+    spec: AlgorithmSpec, trajectories: Sequence[Trajectory], recorder_before_update: SuccessRateRecorder
+) -> list[tuple[TrainingSample, SampleOrigin]]:
+    """`build_samples`, each sample paired with its `SampleOrigin`."""
+    valid = [t for t in trajectories if t.valid]
+    advantages = ADVANTAGE_FUNCTIONS[spec.advantage](spec, valid, recorder_before_update)
+    pairs: list[tuple[TrainingSample, SampleOrigin]] = []
+    for trajectory, advantage in zip(valid, advantages):
+        if advantage is None or not trajectory.turns:
+            continue
+        if not spec.use_failed_trajectories and not is_success(trajectory, spec.success_threshold):
+            continue
+        if spec.sample_level == "step":
+            per_step = advantage if isinstance(advantage, np.ndarray) else float(advantage)
+            samples = step_samples(
+                trajectory,
+                per_step,
+                history_responses=spec.history_responses,
+                history_screenshots=spec.history_screenshots,
+            )
+            pairs.extend((sample, SampleOrigin(trajectory, t)) for t, sample in enumerate(samples))
+        else:
+            sample = trajectory_sample(trajectory, float(advantage), max_images=spec.max_images)
+            pairs.append((sample, SampleOrigin(trajectory, None)))
+    return pairs
+
+
+def build_samples(
+    spec: AlgorithmSpec, trajectories: Sequence[Trajectory], recorder_before_update: SuccessRateRecorder
+) -> list[TrainingSample]:
+    """A round's trajectories → training samples with advantages (without SL-GRPO, which needs
+    the policy: see `augment.py`).
+
+    Env-error rollouts are dropped first (ALGORITHM.md §1); advantages follow `spec.advantage`
+    (SR-Adv reads ŝ_i from `recorder_before_update`, the record before this round's update);
+    failed trajectories give samples only with `use_failed_trajectories`; each kept trajectory
+    becomes step samples or one trajectory sample following `spec.sample_level`.
+    """
+    return [sample for sample, _ in build_samples_with_origins(spec, trajectories, recorder_before_update)]
+
+
+def build_recorder(spec: AlgorithmSpec) -> SuccessRateRecorder:
+    """The SR Recorder of a run: α from the spec, the prior file when one is given."""
+    if spec.success_rate_prior:
+        return SuccessRateRecorder.from_file(spec.success_rate_prior, alpha=spec.alpha)
+    return SuccessRateRecorder(alpha=spec.alpha)
+
+
+def build_scheduler(spec: AlgorithmSpec, task_ids: Sequence[str], tasks_per_epoch: int, seed: int) -> TaskScheduler:
+    """SR-Traj or uniform scheduling, following `spec.sampling`."""
+    if spec.sampling == "sr_traj":
+        return SRTrajScheduler(task_ids, tasks_per_epoch, seed, s0=spec.s0, kappa=spec.kappa)
+    return UniformScheduler(task_ids, tasks_per_epoch, seed, s0=spec.s0)
+
+
+def build_loss(spec: AlgorithmSpec) -> PolicyLoss:
+    """The policy loss with the spec's clipping, KL, aggregation and entropy settings."""
+    return PolicyLoss.from_spec(spec)

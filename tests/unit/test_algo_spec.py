@@ -1,0 +1,248 @@
+"""AlgorithmSpec: presets, validation, and build_samples dispatching on switches (ALGORITHM.md §6)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from steprl.algo.loss import PolicyLoss
+from steprl.algo.sampling import SRTrajScheduler, UniformScheduler
+from steprl.algo.spec import (
+    PRESETS,
+    AlgorithmSpec,
+    build_loss,
+    build_recorder,
+    build_samples,
+    build_samples_with_origins,
+    build_scheduler,
+)
+from steprl.algo.success_rate import SuccessRateRecorder
+from steprl.types import Observation, Task, Trajectory, Turn
+
+INV_SQRT2 = 0.7071068  # group [1, 0]: mean 0.5, sample std sqrt(0.5), A = ±0.5 / 0.7071068
+
+
+def trajectory(task_id: str, score: float, steps: int = 2, env_error: str | None = None) -> Trajectory:
+    task = Task(id=task_id, family="f", instruction="do it")
+    turns = [
+        Turn(observation=Observation(np.zeros((2, 2, 3), np.uint8), "do it", state_hash=f"{task_id}{t}"), response=f"r{t}")
+        for t in range(steps)
+    ]
+    return Trajectory(task=task, turns=turns, score=score, success=score >= 1.0, env_error=env_error)
+
+
+def a_round() -> list[Trajectory]:
+    return [trajectory("a", 1.0), trajectory("a", 0.0), trajectory("a", 1.0, env_error="crash")]
+
+
+# ------------------------------------------------------------------------------ presets
+
+
+@pytest.mark.parametrize(
+    ("name", "sampling", "level", "advantage", "failed", "augment"),
+    [
+        ("step", "sr_traj", "step", "sr_adv", False, True),
+        ("t_grpo", "uniform", "trajectory", "grpo", True, False),
+        ("gigpo", "uniform", "step", "gigpo", True, False),
+        ("step_no_srtraj", "uniform", "step", "sr_adv", False, True),
+        ("step_no_sradv", "sr_traj", "step", "grpo", True, True),
+        ("step_no_slgrpo", "sr_traj", "step", "sr_adv", False, False),
+        ("step_no_both", "uniform", "step", "grpo", True, True),
+        ("step_decomp_only", "uniform", "step", "grpo", True, False),
+    ],
+)
+def test_presets(name, sampling, level, advantage, failed, augment):
+    spec = AlgorithmSpec.preset(name)
+    assert (spec.name, spec.sampling, spec.sample_level, spec.advantage) == (name, sampling, level, advantage)
+    assert (spec.use_failed_trajectories, spec.augment) == (failed, augment)
+
+
+def test_every_preset_is_listed_and_valid():
+    assert set(PRESETS) == {"step", "t_grpo", "gigpo", "step_no_srtraj", "step_no_sradv", "step_no_slgrpo", "step_no_both", "step_decomp_only"}
+    for name in PRESETS:
+        AlgorithmSpec.preset(name).validate_budget(8)
+
+
+def test_step_defaults_are_the_papers():
+    spec = AlgorithmSpec()
+    assert (spec.s0, spec.s_low, spec.kappa, spec.alpha) == (0.6, 0.2, 10.0, 0.5)
+    assert (spec.history_responses, spec.history_screenshots, spec.max_images) == (3, 0, 5)
+    assert (spec.clip_low, spec.clip_high, spec.kl_coef, spec.loss_agg, spec.ppo_epochs) == (0.2, 0.3, 0.0, "token-mean", 1)
+    assert (AlgorithmSpec.preset("gigpo").gigpo_omega, AlgorithmSpec.preset("gigpo").gigpo_gamma) == (1.0, 0.95)
+
+
+def test_preset_overrides_and_unknown_presets():
+    assert AlgorithmSpec.preset("step", s0=0.5).s0 == 0.5
+    with pytest.raises(ValueError, match="Known presets: step, t_grpo"):
+        AlgorithmSpec.preset("ppo")
+
+
+# ------------------------------------------------------------------------------ validation
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"s0": 1.0}, "algo.s0=1.0 must be in"),
+        ({"s0": 0.0}, "algo.s0=0.0"),
+        ({"kappa": 0.0}, "algo.kappa"),
+        ({"alpha": 0.0}, "algo.alpha"),
+        ({"s_low": 0.6}, "must be below algo.s0"),
+        ({"use_failed_trajectories": True}, "use_failed_trajectories=false"),
+        ({"advantage": "gigpo", "sample_level": "trajectory", "augment": False}, "sample_level=step"),
+        ({"sample_level": "trajectory"}, "augments step samples"),
+        ({"sampling": "greedy"}, "algo.sampling='greedy'"),
+        ({"sr_adv_unseen": 2.0}, "sr_adv_unseen"),
+        ({"history_screenshots": 4}, "history_screenshots"),
+        ({"aug_reward": "judge"}, "aug_reward"),
+        ({"clip_low": -0.1}, "clip_low"),
+        ({"ppo_epochs": 0}, "ppo_epochs"),
+    ],
+)
+def test_bad_values_give_one_clear_message(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        AlgorithmSpec(**overrides)
+
+
+def test_all_bad_values_are_listed_at_once():
+    with pytest.raises(ValueError) as error:
+        AlgorithmSpec(s0=2.0, kappa=-1.0, aug_weight=-1.0)
+    text = str(error.value)
+    assert "algo.s0" in text and "algo.kappa" in text and "algo.aug_weight" in text
+
+
+def test_s_low_above_s0_is_fine_without_sr_traj():
+    AlgorithmSpec(sampling="uniform", s0=0.3, s_low=0.4)
+
+
+def test_validate_budget():
+    AlgorithmSpec.preset("step").validate_budget(4)
+    with pytest.raises(ValueError, match="N >= 4"):
+        AlgorithmSpec.preset("step").validate_budget(3)  # 3/2 − 1 = 0 alternatives
+    with pytest.raises(ValueError, match="N >= 2"):
+        AlgorithmSpec.preset("t_grpo").validate_budget(1)
+    AlgorithmSpec.preset("step_no_slgrpo").validate_budget(1)  # SR-Adv needs no group
+    with pytest.raises(ValueError, match="rollouts_per_task=0"):
+        AlgorithmSpec.preset("step_no_slgrpo").validate_budget(0)
+
+
+def test_from_config_rejects_typos():
+    spec = AlgorithmSpec.from_config({"_target_": "ignored", "name": "x", "s0": 0.5})
+    assert spec.s0 == 0.5
+    with pytest.raises(ValueError, match="did you mean 'kappa'"):
+        AlgorithmSpec.from_config({"kapa": 5})
+
+
+# ------------------------------------------------------------------------------ build_samples
+
+
+def test_step_samples_only_from_successes_with_sr_adv():
+    recorder = SuccessRateRecorder(prior={"a": 0.25})
+    samples = build_samples(AlgorithmSpec.preset("step"), a_round(), recorder)
+    assert len(samples) == 2  # the success's two steps; the failure and the env error give nothing
+    assert all(s.source == "step" and s.advantage == 0.75 and s.task_id == "a" for s in samples)  # 1 − 0.25
+
+
+def test_t_grpo_whole_trajectories_with_group_advantages():
+    samples = build_samples(AlgorithmSpec.preset("t_grpo"), a_round(), SuccessRateRecorder())
+    assert [s.source for s in samples] == ["trajectory", "trajectory"]
+    assert [s.advantage for s in samples] == pytest.approx([INV_SQRT2, -INV_SQRT2], rel=1e-5)
+    assert all(t.trainable for t in samples[0].dialogue.turns) and len(samples[0].dialogue.turns) == 2
+
+
+def test_without_sr_adv_every_step_gets_the_broadcast_grpo_advantage():
+    samples = build_samples(AlgorithmSpec.preset("step_no_sradv"), a_round(), SuccessRateRecorder())
+    assert [s.advantage for s in samples] == pytest.approx([INV_SQRT2] * 2 + [-INV_SQRT2] * 2, rel=1e-5)
+
+
+def test_gigpo_gives_per_step_advantages():
+    # Both valid rollouts visit anchors "a0" then "a1"; scores [1, 0] → A^E (mean only) = ±0.5.
+    # "a0" returns [γ·1 = 0.95, 0]: mean 0.475 → A^S = ±0.475; "a1" returns [1, 0] → A^S = ±0.5.
+    samples = build_samples(AlgorithmSpec.preset("gigpo"), a_round(), SuccessRateRecorder())
+    assert [s.advantage for s in samples] == pytest.approx([0.5 + 0.475, 0.5 + 0.5, -0.5 - 0.475, -0.5 - 0.5])
+
+
+def test_dispatch_reads_switches_not_the_name():
+    spec = AlgorithmSpec(name="step", advantage="grpo", use_failed_trajectories=True)
+    assert [s.advantage for s in build_samples(spec, a_round(), SuccessRateRecorder())] == pytest.approx(
+        [INV_SQRT2] * 2 + [-INV_SQRT2] * 2, rel=1e-5
+    )
+
+
+def test_success_threshold_decides_what_is_decomposed():
+    partial = [trajectory("a", 0.5), trajectory("a", 0.0)]
+    recorder = SuccessRateRecorder(prior={"a": 0.5})
+    assert build_samples(AlgorithmSpec(), partial, recorder) == []  # 0.5 < 1.0: no success
+    samples = build_samples(AlgorithmSpec(success_threshold=0.5), partial, recorder)
+    assert len(samples) == 2 and samples[0].advantage == 0.5
+
+
+def test_history_window_comes_from_the_spec():
+    spec = AlgorithmSpec(history_responses=1, history_screenshots=1)
+    samples = build_samples(spec, [trajectory("a", 1.0, steps=3)], SuccessRateRecorder())
+    assert [t.screenshot is not None for t in samples[2].dialogue.turns] == [True, True]
+    assert samples[0].advantage == 0.0  # unseen task, this round's rate 1/1: 1 − 1
+
+
+# ------------------------------------------------------------------------------ builders
+
+
+def test_builders(tmp_path):
+    assert isinstance(build_scheduler(AlgorithmSpec(), ["a", "b"], 1, seed=0), SRTrajScheduler)
+    assert isinstance(build_scheduler(AlgorithmSpec.preset("t_grpo"), ["a", "b"], 1, seed=0), UniformScheduler)
+    prior = tmp_path / "prior.json"
+    prior.write_text(json.dumps({"a": 0.4}))
+    recorder = build_recorder(AlgorithmSpec(alpha=0.3, success_rate_prior=str(prior)))
+    assert recorder.rates == {"a": 0.4} and recorder.alpha == 0.3
+    loss = build_loss(AlgorithmSpec(clip_high=0.28, dual_clip=3.0, loss_agg="seq-mean-token-mean"))
+    assert loss == PolicyLoss(clip_low=0.2, clip_high=0.28, dual_clip=3.0, agg="seq-mean-token-mean")
+
+
+def test_spec_is_a_plain_dataclass():
+    fields = {f.name for f in dataclasses.fields(AlgorithmSpec)}
+    assert {"s0", "kappa", "s_low", "alpha", "advantage", "sampling"} <= fields
+
+
+def test_origins_point_back_to_trajectory_and_turn():
+    round_ = a_round()
+    pairs = build_samples_with_origins(AlgorithmSpec.preset("step_no_sradv"), round_, SuccessRateRecorder())
+    assert [(origin.trajectory is round_[0], origin.turn_index) for _, origin in pairs[:2]] == [(True, 0), (True, 1)]
+    assert [origin.turn_index for _, origin in pairs] == [0, 1, 0, 1] and pairs[2][1].trajectory is round_[1]
+    whole = build_samples_with_origins(AlgorithmSpec.preset("t_grpo"), round_, SuccessRateRecorder())
+    assert [origin.turn_index for _, origin in whole] == [None, None]
+
+
+def test_one_round_of_step_with_the_pieces_together():
+    """The order the datamodule follows: schedule → reallocate → (roll out) → samples from the
+    record before the update → update → SL-GRPO on low-success steps."""
+    from steprl.algo.augment import augmentation_samples, num_alternatives, select_augmentation_steps
+    from steprl.algo.success_rate import counts_from_trajectories
+    from steprl.types import Action
+
+    spec = AlgorithmSpec.preset("step")
+    recorder = build_recorder(spec)
+    scheduler = build_scheduler(spec, ["a", "b"], tasks_per_epoch=2, seed=0)
+    allocation = scheduler.reallocate(scheduler.schedule(0), 4, recorder)
+    assert sorted(allocation.copies) == ["a"] * 4 + ["b"] * 4  # nothing known yet: nothing replaced
+    # pretend rollouts: a is solved once in 4, b never
+    round_ = [trajectory(task, 1.0 if (task == "a" and c == 0) else 0.0) for task, c in zip(allocation.copies, [0, 1, 2, 3] * 2)]
+    for t in round_:
+        for turn in t.turns:
+            turn.action = Action("click", (10, 10))
+    before = recorder.copy()
+    pairs = build_samples_with_origins(spec, round_, before)
+    recorder.update(counts_from_trajectories(round_, spec.success_threshold))
+    assert recorder.rates == {"a": 0.25, "b": 0.0}
+    assert [s.advantage for s, _ in pairs] == [0.75, 0.75]  # unseen: 1 − this round's 1/4
+    origin = {id(s): o for s, o in pairs}
+    selected = select_augmentation_steps([s for s, _ in pairs], recorder, spec.s_low)
+    assert selected == []  # ŝ_a = 0.25 > s_low = 0.2
+    selected = select_augmentation_steps([s for s, _ in pairs], recorder, 0.3)
+    assert len(selected) == 2 and num_alternatives(4) == 1
+    o = origin[id(selected[0])]
+    a_t = o.trajectory.turns[o.turn_index].action
+    group = augmentation_samples(selected[0], a_t, [("Action: wait()", Action("wait"))], spec.aug_reward, weight=spec.aug_weight)
+    assert [s.source for s in group] == ["augment", "augment"] and group[0].advantage > 0 > group[1].advantage
