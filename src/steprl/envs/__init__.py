@@ -1,5 +1,5 @@
 """GUI environments behind one protocol (see `base.py`)."""
 
-from steprl.envs.base import GUIEnv, MissingDependencyError, available, make, register
+from steprl.envs.base import GUIEnv, MissingDependencyError, available, build, make, register, resolve
 
-__all__ = ["GUIEnv", "MissingDependencyError", "available", "make", "register"]
+__all__ = ["GUIEnv", "MissingDependencyError", "available", "build", "make", "register", "resolve"]

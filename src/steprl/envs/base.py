@@ -63,7 +63,7 @@ class MissingDependencyError(ImportError):
 
 
 # name -> "module:attribute" (imported lazily so optional dependencies load only when used)
-_REGISTRY: dict[str, str] = {
+_REGISTRY: dict[str, str | Callable[..., GUIEnv]] = {
     "minidesk": "steprl.envs.minidesk.env:MiniDeskEnv",
     "miniwob": "steprl.envs.miniwob:MiniWoBEnv",
     "osworld": "steprl.envs.osworld:OSWorldEnv",
@@ -73,20 +73,36 @@ _REGISTRY: dict[str, str] = {
 
 def register(name: str, target: str | Callable[..., GUIEnv]) -> None:
     """Register an environment under `name`: a "module:attribute" path or a factory."""
-    _REGISTRY[name] = target  # type: ignore[assignment]
+    _REGISTRY[name] = target
 
 
 def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def make(name: str, **kwargs: Any) -> GUIEnv:
-    """Build the environment registered as `name` with keyword arguments `kwargs`."""
+EnvTarget = str | Callable[..., GUIEnv]
+
+
+def resolve(name: str) -> EnvTarget:
+    """The registry entry of environment `name`: a "module:attribute" path or a factory.
+
+    Worker processes and Ray actors start with a fresh registry, so pools resolve the entry in the
+    parent and hand it over: an environment registered at run time (tests, plugins) works there too.
+    """
     if name not in _REGISTRY:
         raise ValueError(f"Unknown environment '{name}'. Known environments: {', '.join(available())}.")
-    target = _REGISTRY[name]
+    return _REGISTRY[name]
+
+
+def build(target: EnvTarget, **kwargs: Any) -> GUIEnv:
+    """Build an environment from a registry entry (imported lazily: optional dependencies load
+    only when that environment is used)."""
     if callable(target):
         return target(**kwargs)
     module_name, attribute = target.split(":")
-    factory = getattr(importlib.import_module(module_name), attribute)
-    return factory(**kwargs)
+    return getattr(importlib.import_module(module_name), attribute)(**kwargs)
+
+
+def make(name: str, **kwargs: Any) -> GUIEnv:
+    """Build the environment registered as `name` with keyword arguments `kwargs`."""
+    return build(resolve(name), **kwargs)
