@@ -12,7 +12,14 @@ optionally wraps it in LoRA adapters (peft), and offers what the RL code needs:
   frozen copy kept with `keep_reference=True`, which costs a second copy of the weights in memory,
   e.g. ~15 GB for a 7B model in bfloat16);
 - saving and loading: `save_adapter` / `load_adapter` (LoRA weights only) and `save_pretrained`
-  (a self-contained checkpoint: weights with LoRA merged in, tokenizer, image processor, template).
+  (a self-contained checkpoint: weights with LoRA merged in, tokenizer, image processor, template);
+- `VLMPolicy.from_model(model, tokenizer, image_processor, ...)`: a policy around a model built in
+  memory (e.g. random weights of a 7B shape for the GPU smoke test), without a checkpoint on disk;
+- engines (`engine="hf"` or `"vllm"`, options of the latter under `vllm`): before every
+  training-path forward the policy calls `engine.offload()` (vLLM sleeps and frees its memory);
+  the vLLM engine pushes the LoRA adapter itself when the trainable weights changed;
+- `importance_weights(batch)`: the truncated importance-sampling correction (`is_correction="tis"`,
+  cap `is_cap`) for the mismatch between the rollout engine's log-probs and the trainer's.
 
 π_θ is the model's next-token distribution with the layout tokens (`<|image_pad|>`,
 `<|vision_start|>`, `<|im_start|>`, ...) masked out, in sampling and training alike (engines.py).
@@ -35,18 +42,21 @@ import json
 import os
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from steprl.algo.loss import truncated_is_weights
 from steprl.policy.engines import SamplingParams, make_engine, mask_logits
-from steprl.policy.inputs import DialogueEncoder, model_image_size_for
+from steprl.policy.inputs import DialogueEncoder, EncodedDialogue, model_image_size_for
 from steprl.policy.prompts import get_template
 from steprl.policy.tiny import POLICY_META
 from steprl.types import Dialogue, Generation
 
+COORDS = ("absolute", "relative1000")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 #: LoRA on the language model's attention and MLP projections by default.
@@ -57,8 +67,22 @@ _LORA_KEYS = {"r", "alpha", "dropout", "target_modules", "include_vision"}
 _MODEL_KEYS = ("input_ids", "attention_mask", "position_ids", "pixel_values", "image_grid_thw")
 
 
+IS_CORRECTIONS = ("none", "tis")
+
+
 class CheckpointError(OSError):
     """A policy checkpoint cannot be found or loaded; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ModelParts:
+    """A model built in memory with its tokenizer and image processor (see `VLMPolicy.from_model`);
+    `meta` plays the role of a checkpoint's steprl_policy.json (template, coords, image sizes)."""
+
+    model: nn.Module
+    tokenizer: Any
+    image_processor: Any
+    meta: Mapping[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,11 +176,19 @@ class VLMPolicy(nn.Module):
         keep_reference: without LoRA, keep a frozen copy of the initial weights for `reference_logprobs`.
         language: the `{language}` of UI-TARS prompts.
         max_batch_size: split `generate` calls into chunks of at most this many dialogues (None: one chunk).
+        coords: the model's coordinate convention, "absolute" (UI-TARS-1.5 / Qwen2.5-VL: pixels of the
+            image it sees) or "relative1000" (UI-TARS / Qwen2-VL: a 0-1000 grid); None = the one recorded
+            in the checkpoint, else "absolute". Environments parse the model's actions with it.
+        vllm: options of the vLLM engine (`vllm_engine.VLLMSettings`: gpu_memory_utilization,
+            enable_sleep_mode, ...); read only when engine="vllm".
+        is_correction: "none" or "tis": truncated importance sampling of the rollout engine's samples,
+            w_t = min(exp(log π_old − log π_rollout), is_cap) per token (`importance_weights`).
+        is_cap: the largest importance weight kept by "tis".
     """
 
     def __init__(
         self,
-        pretrained: str,
+        pretrained: str | ModelParts,
         template: str | None = None,
         dtype: str = "float32",
         device: str = "cpu",
@@ -174,6 +206,10 @@ class VLMPolicy(nn.Module):
         keep_reference: bool = False,
         language: str = "English",
         max_batch_size: int | None = None,
+        coords: str | None = None,
+        vllm: Mapping[str, Any] | None = None,
+        is_correction: str = "none",
+        is_cap: float = 2.0,
     ):
         super().__init__()
         if dtype not in DTYPES:
@@ -184,7 +220,17 @@ class VLMPolicy(nn.Module):
             raise ValueError(f"policy.temperature must be >= 0 (0 = greedy), got {temperature}.")
         if max_new_tokens < 1:
             raise ValueError(f"policy.max_new_tokens must be >= 1, got {max_new_tokens}.")
-        self.pretrained = str(pretrained)
+        if is_correction not in IS_CORRECTIONS:
+            raise ValueError(f"policy.is_correction must be one of {', '.join(IS_CORRECTIONS)}, got '{is_correction}'.")
+        if is_cap <= 0.0:
+            raise ValueError(f"policy.is_cap must be > 0, got {is_cap}.")
+        in_memory = isinstance(pretrained, ModelParts)
+        if in_memory and (min_pixels is not None or max_pixels is not None):
+            raise ValueError("min_pixels / max_pixels apply when loading a checkpoint; configure the image processor given to from_model.")
+        self.pretrained = "<in memory>" if in_memory else str(pretrained)
+        self.dtype_name = dtype
+        self.is_correction = is_correction
+        self.is_cap = float(is_cap)
         self.temperature = float(temperature)
         self.top_p = float(top_p)
         self.max_new_tokens = int(max_new_tokens)
@@ -192,11 +238,18 @@ class VLMPolicy(nn.Module):
         self.max_batch_size = max_batch_size
         self.lora_config = self._check_lora(lora)
 
-        source = resolve_checkpoint(pretrained)
-        meta = self._read_meta(source)
+        source = None if in_memory else resolve_checkpoint(pretrained)
+        self.source = source  # the checkpoint directory (or hub name) the weights came from; None when built in memory
+        meta = dict(pretrained.meta) if in_memory else self._read_meta(source)
         self.meta = meta  # what the checkpoint recorded (template, image sizes), carried on by save_pretrained
         self.template = get_template(template or meta.get("template") or "computer")
-        tokenizer, image_processor, model = self._load(source, DTYPES[dtype], attn_implementation, min_pixels, max_pixels)
+        self.coords = coords or meta.get("coords") or "absolute"
+        if self.coords not in COORDS:
+            raise ValueError(f"policy.coords must be one of {', '.join(COORDS)}, got '{self.coords}'.")
+        if in_memory:
+            tokenizer, image_processor, model = pretrained.tokenizer, pretrained.image_processor, pretrained.model.to(DTYPES[dtype])
+        else:
+            tokenizer, image_processor, model = self._load(source, DTYPES[dtype], attn_implementation, min_pixels, max_pixels)
 
         if freeze_vision_tower:
             for name, param in model.named_parameters():
@@ -217,8 +270,18 @@ class VLMPolicy(nn.Module):
         )
         self.stop_ids = frozenset(self.encoder.stop_ids | set(self._config_eos_ids(model)))
         self.disallowed_ids = self.encoder.layout_token_ids(getattr(model.config, "video_token_id", None))
-        self.engine = make_engine(engine, self._sampling_model, self.encoder)
+        self.engine_name = engine
+        options = {"policy": self, **_plain(vllm or {})} if engine == "vllm" else {}
+        self.engine = make_engine(engine, self._sampling_model, self.encoder, **options)
         self._generator: torch.Generator | None = None
+
+    @classmethod
+    def from_model(cls, model: nn.Module, tokenizer: Any, image_processor: Any, *, meta: Mapping[str, Any] | None = None, **kwargs: Any) -> VLMPolicy:
+        """A policy around a Qwen2-VL / Qwen2.5-VL model already built in memory (no checkpoint on
+        disk), e.g. random weights of UI-TARS-7B's shape for the GPU smoke test. `meta` holds what a
+        checkpoint's steprl_policy.json would (template, coords); `kwargs` are the constructor's
+        (dtype converts the model; device moves it)."""
+        return cls(ModelParts(model, tokenizer, image_processor, dict(meta or {})), **kwargs)
 
     # ---- loading ----------------------------------------------------------------------------
 
@@ -384,12 +447,39 @@ class VLMPolicy(nn.Module):
         """logp[b, t] = log π_θ(token_t | tokens_<t) where target_mask[b, t], 0 elsewhere (with grad).
 
         With `with_entropy`, also the entropy of π_θ(· | tokens_<t) at those positions (0 elsewhere).
+        Training-path forwards first let the engine free the memory it holds (vLLM sleeps).
         """
+        self.engine.offload()
         return self._logprobs(self.hf_model, batch, with_entropy)
+
+    @torch.no_grad()
+    def trainer_logprobs(self, encoded: EncodedDialogue) -> list[float]:
+        """log π_θ of one encoded dialogue's target tokens, without gradient and without offloading
+        the engine: the trainer's side of the vLLM engine's weight check."""
+        batch = self.encoder.collate([encoded], padding_side="right")
+        logp, _ = self._logprobs(self.hf_model, batch, False)
+        return logp[0][batch["target_mask"][0].to(logp.device)].float().cpu().tolist()
+
+    def importance_weights(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        """Per-token weights correcting for sampling by the rollout engine instead of π_old, or None.
+
+        `is_correction="tis"`: w_t = min(exp(old_logp − rollout_logp), is_cap) on the target tokens
+        (`algo.loss.truncated_is_weights`), from the batch's `old_logp` (trainer, before the update)
+        and `rollout_logp` (the engine's log-probs of the sampled tokens). "none": None.
+        """
+        if self.is_correction == "none":
+            return None
+        if "rollout_logp" not in batch:
+            raise KeyError(
+                "policy.is_correction=tis needs the rollout engine's log-probs in the training batch (batch['rollout_logp'], "
+                "[B, T] like old_logp); this datamodule does not provide them. Set policy.is_correction=none."
+            )
+        return truncated_is_weights(batch["old_logp"], batch["rollout_logp"], batch["target_mask"], self.is_cap)
 
     @torch.no_grad()
     def reference_logprobs(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """log π_ref on the target tokens: LoRA adapters disabled, or the frozen copy (keep_reference)."""
+        self.engine.offload()
         if self.lora_config is not None:
             with self.model.disable_adapter():
                 return self._logprobs(self.hf_model, batch, False)[0]
@@ -488,6 +578,6 @@ class VLMPolicy(nn.Module):
         self.hf_model.save_pretrained(out, state_dict=self.export_state_dict())
         self.tokenizer.save_pretrained(out)
         self.image_processor.save_pretrained(out)
-        meta = dict(self.meta, template=self.template.name, language=self.encoder.language)
+        meta = dict(self.meta, template=self.template.name, language=self.encoder.language, coords=self.coords)
         (out / POLICY_META).write_text(json.dumps(meta, indent=2) + "\n")
         return out

@@ -1,0 +1,207 @@
+"""run(cfg): build everything a training run needs from the Hydra config and call Trainer.fit.
+
+This is the only place that knows every layer (DESIGN.md: `lightning` <- `train`). It checks the
+config first, so a bad value stops the run with one message naming the key, before any worker
+process or model is started; it always closes the env workers and finishes W&B, also when a
+multirun job fails (so the other jobs of the sweep go on).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning.pytorch as pl
+from omegaconf import DictConfig, OmegaConf
+
+from steprl.actions import parse_response
+from steprl.algo.spec import AlgorithmSpec, build_loss
+from steprl.envs import make
+from steprl.lightning.datamodule import SuccessRateDataModule
+from steprl.lightning.module import StepLightningModule
+from steprl.rollout import RolloutCollector
+
+log = logging.getLogger(__name__)
+
+#: Keys of the env config that are not constructor arguments of the environment.
+ENV_META_KEYS = ("name", "worker_seed_key")
+
+
+class ConfigError(ValueError):
+    """A config value the run cannot use (the message names the key and what to do)."""
+
+
+# ---------------------------------------------------------------------------------------- config
+def algorithm_spec(cfg: DictConfig) -> AlgorithmSpec:
+    """The algorithm switches from `cfg.algo` (one clear message for unknown keys / bad values)."""
+    try:
+        return AlgorithmSpec.from_config(OmegaConf.to_container(cfg.algo, resolve=True))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(str(error)) from None
+
+
+def check_data(cfg: DictConfig, spec: AlgorithmSpec) -> None:
+    """B, N and batch sizes must be positive integers; N must suit the advantage estimator."""
+    for key in ("tasks_per_epoch", "rollouts_per_task", "batch_size", "logprob_batch_size"):
+        value = cfg.data.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"data.{key} = {value!r}; it must be a positive integer.")
+    try:
+        spec.validate_budget(cfg.data.rollouts_per_task)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def env_settings(cfg: DictConfig) -> tuple[str, dict[str, Any], str | None]:
+    """(name, constructor kwargs, the kwarg that seeds each worker differently) from `cfg.env`."""
+    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+    if "name" not in env_cfg:
+        raise ConfigError("env.name is missing: choose an environment with env=minidesk|miniwob|osworld|androidworld.")
+    kwargs = {k: v for k, v in env_cfg.items() if k not in ENV_META_KEYS}
+    return env_cfg["name"], kwargs, env_cfg.get("worker_seed_key")
+
+
+# ---------------------------------------------------------------------------------------- building
+def build_policy(cfg: DictConfig) -> Any:
+    policy_cfg = OmegaConf.to_container(cfg.policy, resolve=True)
+    if not policy_cfg.get("pretrained"):
+        raise ConfigError(
+            "policy.pretrained is empty: give a checkpoint directory or hub name "
+            "(the tiny MiniDesk policy is built by `python scripts/warmstart_tiny.py --out DIR`)."
+        )
+    return hydra.utils.instantiate(policy_cfg)
+
+
+def build_collector(cfg: DictConfig, spec: AlgorithmSpec, env_name: str, env_kwargs: dict, seed_key: str | None) -> RolloutCollector:
+    pool = hydra.utils.instantiate(cfg.rollout.pool, env=env_name, env_kwargs=env_kwargs, seed_kwarg=seed_key, _convert_="all")
+    return RolloutCollector(
+        pool,
+        history_responses=spec.history_responses,
+        history_screenshots=spec.history_screenshots,
+        success_threshold=spec.success_threshold,
+        **OmegaConf.to_container(cfg.rollout.collector, resolve=True),
+    )
+
+
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    loggers = []
+    for name, logger_cfg in (cfg.get("logger") or {}).items():
+        if name == "wandb":
+            logger_cfg = OmegaConf.merge(logger_cfg, {"name": logger_cfg.get("name") or run_name(cfg)})
+        loggers.append(hydra.utils.instantiate(logger_cfg))
+    return loggers
+
+
+def run_name(cfg: DictConfig) -> str:
+    """The experiment's name plus its command-line overrides (e.g. "step s0=0.5,s_low=0.1")."""
+    try:
+        overrides = hydra.core.hydra_config.HydraConfig.get().job.override_dirname
+    except ValueError:  # not running under @hydra.main (tests compose configs directly)
+        overrides = ""
+    return f"{cfg.algo.name} {overrides}".strip()
+
+
+def wandb_id_from_checkpoint(ckpt_path: str) -> str | None:
+    """The W&B run id a checkpoint was written under (see callbacks.WandbRunId)."""
+    import torch
+
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    return checkpoint.get("steprl_wandb_run_id")
+
+
+def check_resume(cfg: DictConfig) -> None:
+    if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path} does not exist; give a checkpoint file from a run's checkpoints/ folder.")
+    if cfg.get("ckpt_path") and "wandb" in (cfg.get("logger") or {}):
+        run_id = wandb_id_from_checkpoint(cfg.ckpt_path)
+        if run_id:
+            cfg.logger.wandb.id = run_id
+            cfg.logger.wandb.resume = "allow"
+
+
+# ---------------------------------------------------------------------------------------- run
+@dataclass
+class Run:
+    """Everything a training run is made of (built by `build`, used by `run`)."""
+
+    trainer: pl.Trainer
+    module: StepLightningModule
+    datamodule: SuccessRateDataModule
+    collector: RolloutCollector
+    loggers: list[Any] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Stop the env workers and finish W&B (also after a failure)."""
+        self.collector.close()
+        for logger in self.loggers:
+            if type(logger).__name__ == "WandbLogger":
+                import wandb
+
+                wandb.finish()
+
+
+def build(cfg: DictConfig) -> Run:
+    """Check the config, then build the policy, env workers, datamodule, module and Trainer."""
+    spec = algorithm_spec(cfg)
+    check_data(cfg, spec)
+    check_resume(cfg)
+    env_name, env_kwargs, seed_key = env_settings(cfg)
+    pl.seed_everything(cfg.seed, workers=True)
+
+    policy = build_policy(cfg)
+    probe = make(env_name, **env_kwargs)  # lists the tasks in this process; starts no VM
+    screen_size = probe.screen_size
+    env_kwargs.setdefault("coords", policy.coords)
+    env_kwargs.setdefault("model_image_size", list(policy.model_image_size(screen_size)))
+    train_tasks, eval_tasks = probe.tasks("train"), probe.tasks("test")
+    probe.close()
+    if not train_tasks:
+        raise ConfigError(f"Environment '{env_name}' has no training tasks with this config.")
+
+    collector = build_collector(cfg, spec, env_name, env_kwargs, seed_key)
+    try:
+        datamodule = SuccessRateDataModule(
+            train_tasks=train_tasks,
+            eval_tasks=eval_tasks,
+            collector=collector,
+            algo=spec,
+            tasks_per_epoch=cfg.data.tasks_per_epoch,
+            rollouts_per_task=cfg.data.rollouts_per_task,
+            batch_size=cfg.data.batch_size,
+            logprob_batch_size=cfg.data.logprob_batch_size,
+            parse_action=partial(parse_response, screen_size=screen_size, coords=env_kwargs["coords"], image_size=tuple(env_kwargs["model_image_size"])),
+            make_env=partial(make, env_name, **env_kwargs) if spec.augment and spec.aug_reward == "env" else None,
+            screen_size=screen_size,
+            seed=cfg.seed,
+        )
+        module = StepLightningModule(
+            policy=policy,
+            loss=build_loss(spec),
+            optimizer=hydra.utils.instantiate(cfg.optimizer),
+            scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        )
+        loggers = build_loggers(cfg)
+        callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+        trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    except BaseException:
+        collector.close()
+        raise
+    return Run(trainer, module, datamodule, collector, loggers)
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Train; returns the last value of `cfg.optimized_metric` (for Hydra sweepers)."""
+    parts = build(cfg)
+    try:
+        for logger in parts.loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        parts.trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=cfg.get("ckpt_path"))
+        value = parts.trainer.callback_metrics.get(cfg.optimized_metric)
+        return None if value is None or math.isnan(float(value)) else float(value)
+    finally:
+        parts.close()

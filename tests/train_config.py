@@ -1,0 +1,34 @@
+"""Composing the training config in tests, the way `python train.py ...` does (no network, no W&B)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+#: A tiny, fast, deterministic run: in-process envs, 2 tasks x 4 rollouts, a few held-out tasks.
+FAST = [
+    "data.tasks_per_epoch=2",
+    "data.rollouts_per_task=4",
+    "data.batch_size=16",
+    "rollout=inprocess",
+    "rollout.pool.num_workers=4",
+    "logger=csv",
+    "callbacks.evaluation.max_tasks=4",
+    "callbacks.rollout_progress.enabled=false",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def compose_train(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
+    """train.yaml with `overrides`; `paths.output_dir` set to `output_dir` (no Hydra run dir here)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir) if output_dir else "/tmp/steprl-unused"
+        cfg.paths.root_dir = str(ROOT)
+    return cfg

@@ -1,0 +1,15 @@
+"""steprl's entry point: `python train.py [+experiment=NAME] [key=value ...]` (see README)."""
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from steprl.train import run
+
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    main()
