@@ -1,0 +1,1 @@
+"""Fake of OSWorld's `desktop_env` package (see tests/fakes/README.md)."""
