@@ -17,6 +17,7 @@ from typing import Any
 
 import hydra
 import lightning.pytorch as pl
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from steprl.actions import parse_response
@@ -67,6 +68,15 @@ def env_settings(cfg: DictConfig) -> tuple[str, dict[str, Any], str | None]:
 
 
 # ---------------------------------------------------------------------------------------- building
+def instantiate(config: Any, **kwargs: Any) -> Any:
+    """hydra.utils.instantiate, re-raising the component's own error (its message says what to do)
+    instead of Hydra's wrapper around it."""
+    try:
+        return hydra.utils.instantiate(config, **kwargs)
+    except InstantiationException as error:
+        raise (error.__cause__ or error) from None
+
+
 def build_policy(cfg: DictConfig) -> Any:
     policy_cfg = OmegaConf.to_container(cfg.policy, resolve=True)
     if not policy_cfg.get("pretrained"):
@@ -74,11 +84,11 @@ def build_policy(cfg: DictConfig) -> Any:
             "policy.pretrained is empty: give a checkpoint directory or hub name "
             "(the tiny MiniDesk policy is built by `python scripts/warmstart_tiny.py --out DIR`)."
         )
-    return hydra.utils.instantiate(policy_cfg)
+    return instantiate(policy_cfg)
 
 
 def build_collector(cfg: DictConfig, spec: AlgorithmSpec, env_name: str, env_kwargs: dict, seed_key: str | None) -> RolloutCollector:
-    pool = hydra.utils.instantiate(cfg.rollout.pool, env=env_name, env_kwargs=env_kwargs, seed_kwarg=seed_key, _convert_="all")
+    pool = instantiate(cfg.rollout.pool, env=env_name, env_kwargs=env_kwargs, seed_kwarg=seed_key, _convert_="all")
     return RolloutCollector(
         pool,
         history_responses=spec.history_responses,
@@ -93,7 +103,7 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
     for name, logger_cfg in (cfg.get("logger") or {}).items():
         if name == "wandb":
             logger_cfg = OmegaConf.merge(logger_cfg, {"name": logger_cfg.get("name") or run_name(cfg)})
-        loggers.append(hydra.utils.instantiate(logger_cfg))
+        loggers.append(instantiate(logger_cfg))
     return loggers
 
 
@@ -182,12 +192,12 @@ def build(cfg: DictConfig) -> Run:
         module = StepLightningModule(
             policy=policy,
             loss=build_loss(spec),
-            optimizer=hydra.utils.instantiate(cfg.optimizer),
-            scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+            optimizer=instantiate(cfg.optimizer),
+            scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         )
         loggers = build_loggers(cfg)
-        callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-        trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+        trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     except BaseException:
         collector.close()
         raise
@@ -205,3 +215,30 @@ def run(cfg: DictConfig) -> float | None:
         return None if value is None or math.isnan(float(value)) else float(value)
     finally:
         parts.close()
+
+
+def in_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:  # not under @hydra.main
+        return False
+
+
+def run_job(cfg: DictConfig) -> float | None:
+    """`run(cfg)` as a Hydra job. In a multirun, a job that fails is logged, its traceback written to
+    `error.txt` in its directory, and NaN is returned, so the other jobs of the sweep go on."""
+    if not in_multirun():
+        return run(cfg)
+    try:
+        return run(cfg)
+    except Exception:
+        import traceback
+
+        log.exception("This job failed; the sweep goes on with the next one.")
+        out_dir = Path(cfg.paths.output_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "error.txt").write_text(traceback.format_exc())
+        return float("nan")

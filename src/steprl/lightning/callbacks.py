@@ -181,9 +181,10 @@ class Evaluation(Callback):
     `initial`) once before training.
 
     - eval/success_rate: the held-out split, greedy unless `greedy=False`;
-    - eval/train_success_rate: every training task once (`train_split`), decoded as in training
-      rollouts (sampled) unless `train_greedy=True` — the "training success rate" over the whole
-      training set, which rollout/success_rate (a different B tasks each epoch) is too noisy to show;
+    - eval/train_success_rate: every training task `train_repeats` times (`train_split`), decoded as
+      in training rollouts (sampled) unless `train_greedy=True` — the training success rate over the
+      whole training set. rollout/success_rate cannot show it: each epoch rolls out other tasks, and
+      SR-Traj moves copies from mastered tasks to hard ones on purpose;
     - eval/initial_success_rate, eval/initial_train_success_rate: the same before the first update
       (measured at fit start, logged with epoch 0; skipped when resuming).
     Evaluation time is not part of time/step_s (it runs after StepTimer has read the step's time, and
@@ -197,6 +198,7 @@ class Evaluation(Callback):
         max_tasks: int | None = None,
         train_split: bool = True,
         train_greedy: bool = False,
+        train_repeats: int = 2,
         initial: bool = True,
     ) -> None:
         if every_n_epochs < 1:
@@ -206,6 +208,7 @@ class Evaluation(Callback):
         self.max_tasks = max_tasks
         self.train_split = train_split
         self.train_greedy = train_greedy
+        self.train_repeats = train_repeats
         self.initial = initial
         self._initial_values: dict[str, float] = {}
 
@@ -213,7 +216,9 @@ class Evaluation(Callback):
         datamodule = trainer.datamodule
         values = {f"eval/{prefix}success_rate": datamodule.evaluate(pl_module.policy, greedy=self.greedy, max_tasks=self.max_tasks).success_rate}
         if self.train_split:
-            result = datamodule.evaluate(pl_module.policy, split="train", greedy=self.train_greedy, max_tasks=self.max_tasks)
+            result = datamodule.evaluate(
+                pl_module.policy, split="train", greedy=self.train_greedy, max_tasks=self.max_tasks, repeats=self.train_repeats
+            )
             values[f"eval/{prefix}train_success_rate"] = result.success_rate
         return values
 

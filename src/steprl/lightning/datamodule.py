@@ -117,6 +117,7 @@ class SuccessRateDataModule(LightningDataModule):
         self.recorder: SuccessRateRecorder = build_recorder(algo)
         self.scheduler = build_scheduler(algo, list(self.tasks), tasks_per_epoch, self.seed)
         self.env_steps_total = 0
+        self.next_round = 0  # the epoch whose round comes next (checkpointed)
         self.last_round: RoundReport | None = None
         self.progress: Callable[[int, int], None] | None = None  # set by the RolloutProgress callback
         self._batch_has_tokens: list[bool] = []
@@ -124,7 +125,14 @@ class SuccessRateDataModule(LightningDataModule):
 
     # ------------------------------------------------------------------ the round
     def train_dataloader(self) -> DataLoader:
-        report = RoundReport(epoch=self.trainer.current_epoch if self.trainer else 0, started_at=time.perf_counter())
+        epoch = self.trainer.current_epoch
+        if epoch < self.next_round:
+            # Resuming from an end-of-epoch checkpoint, Lightning asks for the dataloader of the epoch
+            # that checkpoint closed before it moves on to the next one (and never iterates it).
+            # That round already ran: do not roll it out again (it would update the record twice).
+            return DataLoader([[self._padding_sample()]], batch_size=None, collate_fn=self.collate)
+        self.next_round = epoch + 1
+        report = RoundReport(epoch=epoch, started_at=time.perf_counter())
         policy = self.trainer.lightning_module.policy
         rank, world = rank_and_world()
 
@@ -311,12 +319,14 @@ class SuccessRateDataModule(LightningDataModule):
         return batch
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, policy: Any, *, split: str = "test", greedy: bool = True, max_tasks: int | None = None) -> EvalResult:
-        """One rollout per task of `split` ("test": held-out, "train": the training tasks), each rank
-        its share, with greedy or sampled decoding; counts are summed over ranks."""
+    def evaluate(
+        self, policy: Any, *, split: str = "test", greedy: bool = True, max_tasks: int | None = None, repeats: int = 1
+    ) -> EvalResult:
+        """`repeats` rollouts per task of `split` ("test": held-out, "train": the training tasks),
+        each rank its share, with greedy or sampled decoding; counts are summed over ranks."""
         rank, world = rank_and_world()
         tasks = self.eval_tasks if split == "test" else list(self.tasks.values())
-        tasks = tasks[:max_tasks] if max_tasks else tasks
+        tasks = (tasks[:max_tasks] if max_tasks else tasks) * repeats
         with self._inference(policy):
             trajectories = self.collector.collect(tasks[rank::world], policy, greedy=greedy, progress=self.progress)
         local = (
@@ -356,12 +366,14 @@ class SuccessRateDataModule(LightningDataModule):
             "recorder": self.recorder.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "env_steps_total": self.env_steps_total,
+            "next_round": self.next_round,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.recorder.load_state_dict(state_dict["recorder"])
         self.scheduler.load_state_dict(state_dict["scheduler"])
         self.env_steps_total = int(state_dict.get("env_steps_total", 0))
+        self.next_round = int(state_dict.get("next_round", 0))
 
     def teardown(self, stage: str) -> None:
         if self._local_env is not None:
