@@ -3,6 +3,10 @@
 import hydra
 from omegaconf import DictConfig
 
+from steprl.hydra_resolvers import register
+
+register()  # before Hydra composes: conf/hydra/default.yaml uses ${steprl.short:...}
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:

@@ -7,6 +7,10 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
+from steprl.hydra_resolvers import register
+
+register()
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from steprl.actions import parse_response
 from steprl.algo.spec import AlgorithmSpec, build_loss
+from steprl.analysis.wandb_group import wandb_group
 from steprl.envs import make
 from steprl.lightning.datamodule import SuccessRateDataModule
 from steprl.lightning.module import StepLightningModule
@@ -101,8 +102,11 @@ def build_collector(cfg: DictConfig, spec: AlgorithmSpec, env_name: str, env_kwa
 def build_loggers(cfg: DictConfig) -> list[Any]:
     loggers = []
     for name, logger_cfg in (cfg.get("logger") or {}).items():
-        if name == "wandb":
-            logger_cfg = OmegaConf.merge(logger_cfg, {"name": logger_cfg.get("name") or run_name(cfg)})
+        if name == "wandb":  # named from the overrides; one group per multirun (see analysis.wandb_group)
+            logger_cfg = OmegaConf.merge(
+                logger_cfg,
+                {"name": logger_cfg.get("name") or run_name(cfg), "group": logger_cfg.get("group") or wandb_group(cfg.task_name)},
+            )
         loggers.append(instantiate(logger_cfg))
     return loggers
 
@@ -229,7 +233,8 @@ def in_multirun() -> bool:
 
 def run_job(cfg: DictConfig) -> float | None:
     """`run(cfg)` as a Hydra job. In a multirun, a job that fails is logged, its traceback written to
-    `error.txt` in its directory, and NaN is returned, so the other jobs of the sweep go on."""
+    `error.txt` in its directory, and None is returned (the Optuna sweeper marks the trial failed; a
+    NaN would stop the study), so the other jobs of the sweep go on."""
     if not in_multirun():
         return run(cfg)
     try:
@@ -241,4 +246,4 @@ def run_job(cfg: DictConfig) -> float | None:
         out_dir = Path(cfg.paths.output_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "error.txt").write_text(traceback.format_exc())
-        return float("nan")
+        return None

@@ -132,6 +132,7 @@ class DialogueTurn:
     response: str = ""
     response_ids: tuple[int, ...] = ()
     trainable: bool = False  # the loss covers this turn's response tokens
+    response_logprobs: tuple[float, ...] = ()  # the sampler's log-probs of response_ids (importance correction)
 
 
 @dataclass

@@ -309,8 +309,8 @@ def test_bad_settings_give_clear_errors(tiny_dir):
         VLMPolicy(str(tiny_dir), dtype="fp8")
     with pytest.raises(ValueError, match="Unknown policy.lora keys"):
         VLMPolicy(str(tiny_dir), lora={"rank": 4})
-    with pytest.raises(ValueError, match="Unknown generation engine 'vllm'"):
-        VLMPolicy(str(tiny_dir), engine="vllm")
+    with pytest.raises(ValueError, match="Unknown generation engine 'sglang'"):
+        VLMPolicy(str(tiny_dir), engine="sglang")
     with pytest.raises(ValueError, match="Unknown prompt template"):
         VLMPolicy(str(tiny_dir), template="nope")
 

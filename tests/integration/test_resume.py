@@ -10,7 +10,7 @@ from steprl.train import build, run
 from tests.probes import RecordAtFitStart
 from tests.train_config import FAST, compose_train
 
-BASE = ["+experiment=minidesk_step", *FAST, "callbacks.evaluation.initial=false", "callbacks.evaluation.every_n_epochs=100"]
+BASE = ["+experiment=minidesk_step", *FAST, "~callbacks.evaluation"]
 
 
 def datamodule_state(checkpoint_path):

@@ -70,7 +70,7 @@ def test_step_defaults_are_the_papers():
     spec = AlgorithmSpec()
     assert (spec.s0, spec.s_low, spec.kappa, spec.alpha) == (0.6, 0.2, 10.0, 0.5)
     assert (spec.history_responses, spec.history_screenshots, spec.max_images) == (3, 0, 5)
-    assert (spec.clip_low, spec.clip_high, spec.kl_coef, spec.loss_agg, spec.ppo_epochs) == (0.2, 0.3, 0.0, "token-mean", 1)
+    assert (spec.clip_low, spec.clip_high, spec.kl_coef, spec.loss_agg, spec.ppo_epochs) == (0.2, 0.3, 0.0, "token-mean", 2)
     assert (AlgorithmSpec.preset("gigpo").gigpo_omega, AlgorithmSpec.preset("gigpo").gigpo_gamma) == (1.0, 0.95)
 
 

@@ -98,14 +98,17 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 
 
 def readme_train_commands() -> list[str]:
-    """Every `python train.py ...` line of the README (code blocks), without comments."""
-    lines = []
+    """The arguments of every `python train.py ...` line in the README's code blocks (comments dropped;
+    placeholders like <date>_<time> are the user's to fill in)."""
+    commands, in_code = [], False
     for line in (ROOT / "README.md").read_text().splitlines():
-        line = line.strip()
-        match = re.search(r"python train\.py(.*)$", line)
-        if match and not line.startswith("#"):
-            lines.append(match.group(1).split("  #")[0].strip())
-    return lines
+        if line.strip().startswith("```"):
+            in_code = not in_code
+            continue
+        match = re.search(r"python train\.py(.*)$", line) if in_code else None
+        if match:
+            commands.append(re.sub(r"<[^>]+>", "x", match.group(1).split("#")[0]).strip())
+    return commands
 
 
 def test_readme_commands_compose():

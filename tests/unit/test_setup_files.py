@@ -50,3 +50,13 @@ def test_pytest_markers_are_declared():
     declared = {m.split(":")[0] for m in options["markers"]}
     assert {"slow", "gpu"} <= declared
     assert "--strict-markers" in options["addopts"]
+
+
+def test_job_folder_names_stay_short_and_flat():
+    from steprl.hydra_resolvers import short_dirname
+
+    assert short_dirname("algo.s0=0.4,algo.s_low=0.1") == "algo.s0=0.4,algo.s_low=0.1"
+    assert short_dirname("env.osworld_root=/data/osworld") == "env.osworld_root=_data_osworld"
+    long = ",".join(f"algo.s0={0.1 + i / 1e17!r}" for i in range(20))
+    short = short_dirname(long)
+    assert len(short) == 120 and short != short_dirname(long + "x")  # cut, and still unique

@@ -52,10 +52,12 @@ def select_augmentation_steps(
     return selected
 
 
-def _with_response(original: TrainingSample, text: str, token_ids: tuple[int, ...]) -> TrainingSample:
+def _with_response(
+    original: TrainingSample, text: str, token_ids: tuple[int, ...], logprobs: tuple[float, ...]
+) -> TrainingSample:
     """The original's step context with another trainable response."""
     turns = list(original.dialogue.turns)
-    turns[-1] = dataclasses.replace(turns[-1], response=text, response_ids=token_ids)
+    turns[-1] = dataclasses.replace(turns[-1], response=text, response_ids=token_ids, response_logprobs=logprobs)
     dialogue = dataclasses.replace(original.dialogue, turns=turns)
     return dataclasses.replace(original, dialogue=dialogue, old_logprobs=None)
 
@@ -103,19 +105,19 @@ def augmentation_samples(
     if advantages is None:
         return []
     group = f"{original.group or original.task_id}/aug"
-    members = [(turns[-1].response, turns[-1].response_ids)]
+    members = [(turns[-1].response, turns[-1].response_ids, turns[-1].response_logprobs)]
     for generated, _ in alternatives:
         if isinstance(generated, Generation):
-            members.append((generated.text, tuple(generated.token_ids)))
+            members.append((generated.text, tuple(generated.token_ids), tuple(generated.logprobs)))
         else:
-            members.append((str(generated), ()))
+            members.append((str(generated), (), ()))
     return [
         dataclasses.replace(
-            _with_response(original, text, token_ids),
+            _with_response(original, text, token_ids, logprobs),
             advantage=float(advantage),
             source="augment",
             weight=weight,
             group=group,
         )
-        for (text, token_ids), advantage in zip(members, advantages)
+        for (text, token_ids, logprobs), advantage in zip(members, advantages)
     ]

@@ -22,6 +22,7 @@ def step_dialogue(
     num_screenshots: int = 0,
     response: str = "",
     response_ids: tuple[int, ...] = (),
+    response_logprobs: tuple[float, ...] = (),
     trainable: bool = False,
     a11y: str | None = None,
 ) -> Dialogue:
@@ -30,7 +31,8 @@ def step_dialogue(
 
     ALGORITHM.md §3: history window k = 3 responses, m = 0 screenshots by default. m is capped at k:
     a screenshot is shown only together with the response that followed it. `response` /
-    `response_ids` fill the current turn for a training sample; leave them empty for generation.
+    `response_ids` (and the sampler's `response_logprobs`) fill the current turn for a training
+    sample; leave them empty for generation.
     """
     if num_responses < 0 or num_screenshots < 0:
         raise ValueError("history window sizes must be >= 0")
@@ -44,7 +46,9 @@ def step_dialogue(
         )
         for i, turn in enumerate(window)
     ]
-    current = DialogueTurn(screenshot, response=response, response_ids=response_ids, trainable=trainable)
+    current = DialogueTurn(
+        screenshot, response=response, response_ids=response_ids, trainable=trainable, response_logprobs=response_logprobs
+    )
     return Dialogue(instruction=instruction, turns=history + [current], a11y=a11y)
 
 
@@ -61,6 +65,7 @@ def trajectory_dialogue(trajectory: Trajectory, *, max_images: int = 5) -> Dialo
                 response=turn.response,
                 response_ids=turn.response_ids,
                 trainable=True,
+                response_logprobs=turn.response_logprobs,
             )
             for i, turn in enumerate(turns)
         ],

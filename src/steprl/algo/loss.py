@@ -52,6 +52,27 @@ def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k3"
     raise ValueError(f"kl_estimator={estimator!r}: use one of {', '.join(KL_ESTIMATORS)}.")
 
 
+def truncated_is_weights(old_logp: torch.Tensor, rollout_logp: torch.Tensor, mask: torch.Tensor, cap: float = 2.0) -> torch.Tensor:
+    """Truncated importance-sampling weights w_t = min(exp(log π_old − log π_rollout), cap) per token.
+
+    The rollout engine (vLLM) samples from π_rollout, which differs slightly from the trainer's
+    π_old (other kernels, bf16 rounding, a stale adapter); w_t re-weights each sampled token towards
+    π_old, and the cap bounds the variance (truncated IS, as in the TIS correction of off-policy
+    rollouts). Returned without gradient, 0 off the mask.
+    """
+    if cap <= 0.0:
+        raise ValueError(f"policy.is_cap={cap} must be > 0 (the largest importance weight kept).")
+    if old_logp.shape != rollout_logp.shape or mask.shape != old_logp.shape:
+        raise ValueError(
+            f"truncated_is_weights expects [B, T] old_logp, rollout_logp and mask of one shape; got {tuple(old_logp.shape)}, "
+            f"{tuple(rollout_logp.shape)}, {tuple(mask.shape)}."
+        )
+    mask = mask.bool()
+    zeros = torch.zeros_like(old_logp, dtype=torch.float32)
+    log_ratio = torch.where(mask, old_logp.float() - rollout_logp.float(), zeros).clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
+    return torch.where(mask, torch.exp(log_ratio).clamp(max=cap), zeros).detach()
+
+
 def check_loss_settings(
     clip_low: float,
     clip_high: float,
@@ -103,12 +124,15 @@ def policy_loss(
     entropy: torch.Tensor | None = None,
     entropy_coef: float = 0.0,
     weights: torch.Tensor | None = None,
+    is_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L = −agg(min(ρ·A, clip(ρ, 1 − ε_low, 1 + ε_high)·A)) + kl_coef·agg(kl) − entropy_coef·agg(H).
 
     ρ = exp(log π_θ − log π_old). Dual clip c (for A < 0): the objective is max(that, c·A), as in
     verl. `weights` [B] scale each sequence's policy-gradient term (aug.weight); they do not change
-    the token count in the denominator, and do not touch the KL or entropy terms.
+    the token count in the denominator, and do not touch the KL or entropy terms. `is_weights`
+    [B, T] (optional, no gradient) scale each token's policy-gradient term: the importance weights of
+    an engine/trainer mismatch correction (`truncated_is_weights`); None = no correction.
 
     Stats (detached 0-dim tensors): `pg_loss` (the policy-gradient term), `clipfrac` (share of
     masked tokens where the clipped branch was taken), `approx_kl` (mean over masked tokens of the
@@ -139,6 +163,10 @@ def policy_loss(
         if weights.shape != logp.shape[:1]:
             raise ValueError(f"weights must be [B] = {tuple(logp.shape[:1])}; got {tuple(weights.shape)}.")
         per_token = per_token * weights.float().unsqueeze(-1)
+    if is_weights is not None:
+        if is_weights.shape != logp.shape:
+            raise ValueError(f"is_weights must be [B, T] = {tuple(logp.shape)}; got {tuple(is_weights.shape)}.")
+        per_token = per_token * masked(is_weights.detach())
 
     pg_loss = aggregate(per_token, mask, agg)
     loss = pg_loss
@@ -206,6 +234,7 @@ class PolicyLoss:
         ref_logp: torch.Tensor | None = None,
         entropy: torch.Tensor | None = None,
         weights: torch.Tensor | None = None,
+        is_weights: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return policy_loss(
             logp,
@@ -222,4 +251,5 @@ class PolicyLoss:
             entropy=entropy,
             entropy_coef=self.entropy_coef,
             weights=weights,
+            is_weights=is_weights,
         )

@@ -47,6 +47,7 @@ def step_samples(
             num_screenshots=history_screenshots,
             response=turn.response,
             response_ids=turn.response_ids,
+            response_logprobs=turn.response_logprobs,
             trainable=True,
             a11y=turn.observation.a11y,
         )

@@ -261,11 +261,17 @@ class SuccessRateDataModule(LightningDataModule):
 
     # ------------------------------------------------------------------ old log-probs and batches
     def _with_old_logprobs(self, policy: Any, samples: list[TrainingSample]) -> list[TrainingSample]:
-        """log π_old on each sample's training context, right before the update (ALGORITHM.md §5)."""
+        """log π_old on each sample's training context, right before the update (ALGORITHM.md §5).
+
+        Every rank runs the same number of forward passes (padded with a sample that has no target
+        token): with sharded parameters (FSDP FULL_SHARD, ZeRO-3) a forward is a collective call.
+        """
+        size = self.logprob_batch_size
+        chunks = [samples[start : start + size] for start in range(0, len(samples), size)]
+        chunks += [[] for _ in range(all_reduce_max([len(chunks)])[0] - len(chunks))]
         out = []
-        for start in range(0, len(samples), self.logprob_batch_size):
-            chunk = samples[start : start + self.logprob_batch_size]
-            batch = self._to_device(policy.collate([s.dialogue for s in chunk]), policy)
+        for chunk in chunks:
+            batch = self._to_device(policy.collate([s.dialogue for s in chunk or [self._padding_sample()]]), policy)
             logp, _ = policy.token_logprobs(batch)
             mask = batch["target_mask"]
             for row, sample in enumerate(chunk):
@@ -314,9 +320,27 @@ class SuccessRateDataModule(LightningDataModule):
                 )
             old_logp[row, mask[row]] = values
         batch["old_logp"] = old_logp
+        if getattr(policy, "is_correction", "none") != "none":
+            batch["rollout_logp"] = self._rollout_logprobs(samples, old_logp, mask)
         batch["advantages"] = torch.tensor([s.advantage for s in samples], dtype=torch.float32)
         batch["weights"] = torch.tensor([s.weight for s in samples], dtype=torch.float32)
         return batch
+
+    @staticmethod
+    def _rollout_logprobs(samples: list[TrainingSample], old_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The sampler's log-probs of every target token, aligned with old_logp (for the truncated
+        importance-sampling correction); tokens the sampler did not produce (expert text) get
+        old_logp, i.e. weight 1."""
+        rollout_logp = old_logp.clone()
+        for row, sample in enumerate(samples):
+            values, complete = [], True
+            for turn in sample.dialogue.turns:
+                if turn.trainable:
+                    complete &= bool(turn.response_logprobs) and len(turn.response_logprobs) == len(turn.response_ids)
+                    values += list(turn.response_logprobs)
+            if complete and len(values) == int(mask[row].sum()):
+                rollout_logp[row, mask[row]] = torch.tensor(values, dtype=torch.float32)
+        return rollout_logp
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(

@@ -53,6 +53,7 @@ class StepLightningModule(LightningModule):
             ref_logp=ref_logp,
             entropy=entropy,
             weights=batch["weights"],
+            is_weights=self.policy.importance_weights(batch),
         )
         tokens = int(mask.sum())
         self.log_dict(

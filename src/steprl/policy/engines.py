@@ -24,6 +24,11 @@ than calling `model.generate`) so that the three things RL needs are explicit:
 Generated ids stop at, and include, the first stop token (`<|im_end|>` or `<|endoftext|>`); its
 log-prob is returned too, so training also learns when to stop. A response cut by
 `max_new_tokens` has no stop token.
+
+`VLLMEngine` (`vllm_engine.py`, `policy.engine=vllm`) is the other engine: a colocated vLLM that
+receives the LoRA adapter after each update. Engines also implement `offload()`, called by the
+policy before every training-path forward, so an engine that holds accelerator memory of its own
+(vLLM's weights and KV cache) can free it for the update; the HF engine holds none.
 """
 
 from __future__ import annotations
@@ -61,6 +66,23 @@ class GenerationEngine(Protocol):
     """Anything that samples continuations of encoded prompts."""
 
     def generate(self, prompts: list[EncodedDialogue], params: SamplingParams, generator: torch.Generator) -> list[SampledTokens]: ...
+
+    def offload(self) -> None:
+        """Free the accelerator memory the engine holds of its own, before a training step."""
+        ...
+
+
+def sharded_parameters(model: torch.nn.Module) -> bool:
+    """True when the model's parameters are sharded across ranks (FSDP FULL_SHARD / SHARD_GRAD_OP,
+    FSDP2 DTensors, DeepSpeed ZeRO-3): a forward then runs collectives, which per-rank decoding of
+    different lengths would deadlock."""
+    for module in model.modules():
+        strategy = getattr(module, "sharding_strategy", None)
+        if type(module).__name__ == "FullyShardedDataParallel" and getattr(strategy, "name", "") != "NO_SHARD":
+            return True
+    for param in model.parameters():
+        return type(param).__name__ == "DTensor" or hasattr(param, "ds_id")
+    return False
 
 
 def mask_logits(logits: torch.Tensor, disallowed_ids: tuple[int, ...]) -> torch.Tensor:
@@ -109,9 +131,19 @@ class HFEngine:
         cache = getattr(out, "cache", None)
         return cache if cache is not None else getattr(out, "past_key_values", None)
 
+    def offload(self) -> None:
+        """Nothing to free: the HF engine runs the training model itself."""
+
     @torch.no_grad()
     def generate(self, prompts: list[EncodedDialogue], params: SamplingParams, generator: torch.Generator) -> list[SampledTokens]:
         model = self.model_fn()
+        if sharded_parameters(model):
+            raise RuntimeError(
+                "The policy's parameters are sharded across ranks (FSDP FULL_SHARD / SHARD_GRAD_OP or DeepSpeed ZeRO-3): "
+                "in-process decoding would deadlock, because ranks decode different numbers of tokens. Use "
+                "policy.engine=vllm (an unsharded copy that receives the LoRA adapter), or trainer=ddp, "
+                "trainer=deepspeed (stage 2) or trainer.strategy.sharding_strategy=NO_SHARD."
+            )
         device = next(model.parameters()).device
         batch = {k: v.to(device) for k, v in self.encoder.collate(prompts, padding_side="left").items()}
         batch.pop("target_mask")
@@ -155,12 +187,25 @@ class HFEngine:
         return results
 
 
-#: Engine name -> factory(model_fn, encoder). vLLM (issue 10) registers here.
-ENGINES: dict[str, Callable[..., GenerationEngine]] = {"hf": HFEngine}
+def _vllm_engine(model_fn: Callable[[], torch.nn.Module], encoder: DialogueEncoder, **options) -> GenerationEngine:
+    # Imported here: vLLM is an optional extra, and nothing on a CPU code path may import it.
+    from steprl.policy.vllm_engine import VLLMEngine
+
+    return VLLMEngine(model_fn, encoder, **options)
 
 
-def make_engine(name: str, model_fn: Callable[[], torch.nn.Module], encoder: DialogueEncoder) -> GenerationEngine:
-    """Build the generation engine registered as `name`."""
+def _hf_engine(model_fn: Callable[[], torch.nn.Module], encoder: DialogueEncoder, **options) -> GenerationEngine:
+    if options:
+        raise ValueError(f"The hf engine takes no options; got {sorted(options)}.")
+    return HFEngine(model_fn, encoder)
+
+
+#: Engine name -> factory(model_fn, encoder, **options).
+ENGINES: dict[str, Callable[..., GenerationEngine]] = {"hf": _hf_engine, "vllm": _vllm_engine}
+
+
+def make_engine(name: str, model_fn: Callable[[], torch.nn.Module], encoder: DialogueEncoder, **options) -> GenerationEngine:
+    """Build the generation engine registered as `name` (options go to its factory)."""
     if name not in ENGINES:
         raise ValueError(f"Unknown generation engine '{name}'. Known engines: {', '.join(sorted(ENGINES))}.")
-    return ENGINES[name](model_fn, encoder)
+    return ENGINES[name](model_fn, encoder, **options)

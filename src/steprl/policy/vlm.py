@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from steprl.algo.loss import truncated_is_weights
-from steprl.policy.engines import SamplingParams, make_engine, mask_logits
+from steprl.policy.engines import GenerationEngine, SamplingParams, make_engine, mask_logits
 from steprl.policy.inputs import DialogueEncoder, EncodedDialogue, model_image_size_for
 from steprl.policy.prompts import get_template
 from steprl.policy.tiny import POLICY_META
@@ -270,10 +270,15 @@ class VLMPolicy(nn.Module):
         )
         self.stop_ids = frozenset(self.encoder.stop_ids | set(self._config_eos_ids(model)))
         self.disallowed_ids = self.encoder.layout_token_ids(getattr(model.config, "video_token_id", None))
-        self.engine_name = engine
-        options = {"policy": self, **_plain(vllm or {})} if engine == "vllm" else {}
-        self.engine = make_engine(engine, self._sampling_model, self.encoder, **options)
         self._generator: torch.Generator | None = None
+        self.engine = self.make_engine(engine, **(_plain(vllm or {}) if engine == "vllm" else {}))
+
+    def make_engine(self, name: str, **options: Any) -> GenerationEngine:
+        """A generation engine for this policy ("hf", or "vllm" with `VLLMSettings` options); assign
+        it to `policy.engine` to switch engines."""
+        if name == "vllm":
+            options = {"policy": self, **options}
+        return make_engine(name, self._sampling_model, self.encoder, **options)
 
     @classmethod
     def from_model(cls, model: nn.Module, tokenizer: Any, image_processor: Any, *, meta: Mapping[str, Any] | None = None, **kwargs: Any) -> VLMPolicy:
@@ -449,6 +454,8 @@ class VLMPolicy(nn.Module):
         With `with_entropy`, also the entropy of π_θ(· | tokens_<t) at those positions (0 elsewhere).
         Training-path forwards first let the engine free the memory it holds (vLLM sleeps).
         """
+        if self.is_correction != "none" and torch.is_grad_enabled() and "rollout_logp" not in batch:
+            self._missing_rollout_logprobs()  # an update without the correction it was configured with
         self.engine.offload()
         return self._logprobs(self.hf_model, batch, with_entropy)
 
@@ -470,11 +477,15 @@ class VLMPolicy(nn.Module):
         if self.is_correction == "none":
             return None
         if "rollout_logp" not in batch:
-            raise KeyError(
-                "policy.is_correction=tis needs the rollout engine's log-probs in the training batch (batch['rollout_logp'], "
-                "[B, T] like old_logp); this datamodule does not provide them. Set policy.is_correction=none."
-            )
+            self._missing_rollout_logprobs()
         return truncated_is_weights(batch["old_logp"], batch["rollout_logp"], batch["target_mask"], self.is_cap)
+
+    @staticmethod
+    def _missing_rollout_logprobs() -> None:
+        raise KeyError(
+            "policy.is_correction=tis needs the rollout engine's log-probs in the training batch (batch['rollout_logp'], "
+            "[B, T] like old_logp); this datamodule does not provide them. Set policy.is_correction=none."
+        )
 
     @torch.no_grad()
     def reference_logprobs(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
