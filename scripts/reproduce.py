@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--step-latency", type=float, default=0.1, help="simulated seconds per env step")
     parser.add_argument("--reset-latency", type=float, default=0.5, help="simulated seconds per reset")
     parser.add_argument("--jitter", type=float, default=0.5, help="relative +- jitter of the latencies")
-    parser.add_argument("--eval-every", type=int, default=20, help="evaluation every k epochs (and at the end)")
+    parser.add_argument("--eval-every", type=int, default=10, help="evaluation every k epochs (and at the end)")
     parser.add_argument("--out", type=Path, default=ROOT / "results")
     parser.add_argument("--analyze-only", action="store_true", help="skip training; analyse <out>/runs")
     parser.add_argument("overrides", nargs="*", help="extra train.py overrides for every job")
@@ -104,6 +104,15 @@ def time_parts_table(groups) -> tuple[str, dict[str, float]]:
     return "\n".join(lines), step_time
 
 
+def initial_levels(runs) -> str:
+    """The level every method starts from (the same warm-started checkpoint), before any update."""
+    from steprl.analysis import mean_std
+
+    train = fmt(*mean_std([run.last("eval/initial_train_success_rate") for run in runs])[:2])
+    heldout = fmt(*mean_std([run.last("eval/initial_success_rate") for run in runs])[:2])
+    return f"Before training (all runs start from the same warm-started policy): training success {train}, held-out {heldout}."
+
+
 def method_of(label: str) -> str:
     return label.split("=")[-1].strip()
 
@@ -143,6 +152,8 @@ def write_report(args: argparse.Namespace, runs_dir: Path, command: list[str]) -
         "## Table (mean ± sample std over seeds)",
         "",
         comparison.markdown(),
+        "",
+        initial_levels(comparison.runs),
         "",
     ]
     if "step" in by_method and "t_grpo" in by_method:
