@@ -14,6 +14,7 @@ from steprl.actions import ActionParseError, model_frame, parse_response
 from steprl.envs.androidworld.actions import UnsupportedAction, elements_text, json_actions
 from steprl.envs.androidworld.tasks import difficulty_of, instance_seed, random_params, split_names, step_budget
 from steprl.envs.base import MissingDependencyError
+from steprl.envs.episode import Episode, NoSnapshots
 from steprl.types import Observation, StepResult, Task
 
 OBSERVATIONS = ("screenshot", "a11y", "both")
@@ -36,10 +37,9 @@ def _import_android_world() -> tuple[Any, Any, Any]:
     return env_launcher, json_action, registry
 
 
-class AndroidWorldEnv:
+class AndroidWorldEnv(NoSnapshots):
     """AndroidWorld on one emulator, driven by UI-TARS text (see the module docstring)."""
 
-    supports_snapshot = False
 
     def __init__(
         self,
@@ -106,10 +106,8 @@ class AndroidWorldEnv:
         self._elements: list[Any] = []
         self._last: Observation | None = None
         self._last_tap: tuple[int, int] | None = None
-        self._steps = 0
-        self._done = False
+        self._episode = Episode()
         self._agent_done = False
-        self._ended_by: str | None = None
 
     # -- GUIEnv protocol -----------------------------------------------------------------------
 
@@ -136,7 +134,8 @@ class AndroidWorldEnv:
         instance.initialize_task(device)
         self._instance = instance
         device.reset(go_home=bool(getattr(instance, "start_on_home_screen", True)))
-        self._task, self._steps, self._done, self._agent_done, self._ended_by = task, 0, False, False, None
+        self._task, self._agent_done = task, False
+        self._episode.begin(task.max_steps or self.max_steps)
         self._last_tap = None
         self._last = self._observe(device.get_state(wait_to_stabilize=self.transition_pause_s is None))
         return self._last
@@ -144,11 +143,10 @@ class AndroidWorldEnv:
     def step(self, response_text: str) -> StepResult:
         """Parse the response, run its JSONAction(s) on the device, read the next screen.
         Malformed text costs a turn without touching the device (action_valid=False)."""
-        task = self._require_task()
-        if self._done:
-            info = {"action_valid": False, "error": "the episode is over; call reset(task)", "action": None,
-                    "steps": self._steps, "ended_by": self._ended_by}  # fmt: skip
-            return StepResult(self._last, True, info)  # type: ignore[arg-type]
+        self._require_task()
+        episode = self._episode
+        if episode.done:
+            return episode.over(self._last)
         action, fields, error = None, [], None
         try:
             action = parse_response(response_text, self._screen_size, self.coords, self.model_image_size)
@@ -161,15 +159,12 @@ class AndroidWorldEnv:
             if "x" in fields[-1]:
                 self._last_tap = (fields[-1]["x"], fields[-1]["y"])
             if action is not None and action.is_terminal:
-                self._done = self._agent_done = True
-                self._ended_by = action.type
+                self._agent_done = True
+                episode.end(action.type)
             self._last = self._observe(self._next_state())
-        self._steps += 1
-        if not self._done and self._steps >= (task.max_steps or self.max_steps):
-            self._done, self._ended_by = True, "budget"
-        info = {"action_valid": error is None, "error": error, "action": action, "json_actions": fields,
-                "steps": self._steps, "ended_by": self._ended_by}  # fmt: skip
-        return StepResult(self._last, self._done, info)  # type: ignore[arg-type]
+        episode.count_step()
+        info = episode.info(action_valid=error is None, error=error, action=action, json_actions=fields)
+        return StepResult(self._last, episode.done, info)  # type: ignore[arg-type]
 
     def evaluate(self) -> float:
         """The task's is_successful(env) in [0, 1]; 0 when score_requires_done and the agent did
@@ -178,12 +173,6 @@ class AndroidWorldEnv:
         if self.score_requires_done and not self._agent_done:
             return 0.0
         return min(1.0, max(0.0, float(self._instance.is_successful(self._device))))
-
-    def snapshot(self) -> Any:
-        raise NotImplementedError("AndroidWorldEnv cannot snapshot an emulator mid-episode (supports_snapshot=False); use algo.aug_reward=equivalence.")
-
-    def restore(self, state: Any) -> None:
-        raise NotImplementedError("AndroidWorldEnv cannot restore an emulator state (supports_snapshot=False); use algo.aug_reward=equivalence.")
 
     def close(self) -> None:
         """Tear the running task down and disconnect from the emulator (idempotent)."""

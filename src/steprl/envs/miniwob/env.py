@@ -14,6 +14,7 @@ import numpy as np
 
 from steprl.actions import ActionParseError, action_to_response, model_frame, parse_response
 from steprl.envs.base import MissingDependencyError
+from steprl.envs.episode import Episode, NoSnapshots
 from steprl.envs.miniwob.catalog import CATALOG, score_from_reward, split_seeds, task_difficulty, task_id
 from steprl.envs.miniwob.commands import SCREEN_SIZE, MiniWoBCommand, UnsupportedAction, to_miniwob
 from steprl.envs.miniwob.expert import EXPERT_TASKS, elements_from_dom, expert_action
@@ -41,7 +42,7 @@ def _import_browser() -> Any:
     return browser
 
 
-class MiniWoBEnv:
+class MiniWoBEnv(NoSnapshots):
     """MiniWoB++ tasks in a local headless Chromium, driven by UI-TARS text.
 
     One browser per env instance, started on the first `tasks()` or `reset()` (building the env is
@@ -49,7 +50,6 @@ class MiniWoBEnv:
     docstring for the keyword arguments.
     """
 
-    supports_snapshot = False
 
     def __init__(
         self,
@@ -101,9 +101,7 @@ class MiniWoBEnv:
         self._task: Task | None = None
         self._raw: dict[str, Any] = {}  # the latest miniwob observation (utterance, fields, DOM)
         self._last: Observation | None = None
-        self._steps = 0
-        self._done = False
-        self._ended_by: str | None = None
+        self._episode = Episode()
 
     # -- GUIEnv protocol -----------------------------------------------------------------------
 
@@ -138,18 +136,18 @@ class MiniWoBEnv:
         self._start_episode(name, seed, mode)
         if self._raw.get("utterance") != task.instruction:  # a page whose seeding is not deterministic
             log.warning("MiniWoB %s: the page asks %r but the task says %r", task.id, self._raw.get("utterance"), task.instruction)
-        self._task, self._steps, self._done, self._ended_by = task, 0, False, None
+        self._task = task
+        self._episode.begin(task.max_steps or self.max_steps)
         self._last = self._observe(self._raw)
         return self._last
 
     def step(self, response_text: str) -> StepResult:
         """Parse and execute one model response. Malformed text or an action MiniWoB++ cannot do
         costs a turn and is reported in info (action_valid=False, error=reason); never raises."""
-        task = self._require_task()
-        if self._done:
-            info = {"action_valid": False, "error": "the episode is over; call reset(task)", "action": None,
-                    "steps": self._steps, "ended_by": self._ended_by}  # fmt: skip
-            return StepResult(self._last, True, info)  # type: ignore[arg-type]
+        self._require_task()
+        episode = self._episode
+        if episode.done:
+            return episode.over(self._last)
         action, command, error = None, None, None
         try:
             action = parse_response(response_text, SCREEN_SIZE, self.coords, self.model_image_size)
@@ -160,17 +158,14 @@ class MiniWoBEnv:
         if command is not None:
             page_done = self._run(command)
             if command.ends_episode:
-                self._done, self._ended_by = True, action.type  # type: ignore[union-attr]
-        if page_done and not self._done:
-            self._done, self._ended_by = True, "page"  # the task ended: submitted, solved or timed out
-        self._steps += 1
-        if not self._done and self._steps >= (task.max_steps or self.max_steps):
-            self._done, self._ended_by = True, "budget"
+                episode.end(action.type)  # type: ignore[union-attr]
+        if page_done:
+            episode.end("page")  # the task ended: submitted, solved or timed out
+        episode.count_step()
         if command is not None and command.steps:
             self._last = self._observe(self._raw)
-        info = {"action_valid": error is None, "error": error, "action": action, "steps": self._steps,
-                "ended_by": self._ended_by, "page_done": page_done}  # fmt: skip
-        return StepResult(self._last, self._done, info)  # type: ignore[arg-type]
+        info = episode.info(action_valid=error is None, error=error, action=action, page_done=page_done)
+        return StepResult(self._last, episode.done, info)  # type: ignore[arg-type]
 
     def evaluate(self) -> float:
         """The task score in [0, 1]: the page's reward once its episode has ended, mapped by
@@ -181,12 +176,6 @@ class MiniWoBEnv:
         if not meta.get("done"):
             return 0.0
         return score_from_reward(meta["raw_reward"] if self.reward == "raw" else meta["env_reward"])
-
-    def snapshot(self) -> Any:
-        raise NotImplementedError("MiniWoBEnv cannot snapshot a live browser page (supports_snapshot=False); use algo.aug_reward=equivalence.")
-
-    def restore(self, state: Any) -> None:
-        raise NotImplementedError("MiniWoBEnv cannot restore a browser page (supports_snapshot=False); use algo.aug_reward=equivalence.")
 
     def close(self) -> None:
         """Quit the browser (idempotent)."""

@@ -15,6 +15,7 @@ from PIL import Image
 
 from steprl.actions import ActionParseError, action_to_pyautogui, model_frame, parse_response
 from steprl.envs.base import MissingDependencyError
+from steprl.envs.episode import Episode, NoSnapshots
 from steprl.envs.osworld.tasks import TaskStore, load_tasks
 from steprl.types import Observation, StepResult, Task
 
@@ -78,10 +79,9 @@ def decode_screenshot(data: Any) -> np.ndarray:
         return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
-class OSWorldEnv:
+class OSWorldEnv(NoSnapshots):
     """OSWorld's DesktopEnv driven by UI-TARS text (see the module docstring for the kwargs)."""
 
-    supports_snapshot = False
 
     def __init__(
         self,
@@ -155,9 +155,7 @@ class OSWorldEnv:
         self._splits: dict[str, list[Task]] = {}
         self._task: Task | None = None
         self._last: Observation | None = None
-        self._steps = 0
-        self._done = False
-        self._ended_by: str | None = None
+        self._episode = Episode()
 
     # -- GUIEnv protocol -----------------------------------------------------------------------
 
@@ -189,18 +187,18 @@ class OSWorldEnv:
             raise
         if self.sleep_after_reset_s > 0:
             time.sleep(self.sleep_after_reset_s)  # OSWorld's harness waits for the apps to open
-        self._task, self._steps, self._done, self._ended_by = task, 0, False, None
+        self._task = task
+        self._episode.begin(task.max_steps or self.max_steps)
         self._last = self._observe(raw)
         return self._last
 
     def step(self, response_text: str) -> StepResult:
         """Parse the response, run its pyautogui code (or WAIT / DONE / FAIL) in the VM. Malformed
         text costs a turn without touching the VM (action_valid=False, error=reason)."""
-        task = self._require_task()
-        if self._done:
-            info = {"action_valid": False, "error": "the episode is over; call reset(task)", "action": None,
-                    "steps": self._steps, "ended_by": self._ended_by}  # fmt: skip
-            return StepResult(self._last, True, info)  # type: ignore[arg-type]
+        self._require_task()
+        episode = self._episode
+        if episode.done:
+            return episode.over(self._last)
         action, code, error, osworld_info = None, None, None, {}
         try:
             action = parse_response(response_text, self._screen_size, self.coords, self.model_image_size)
@@ -211,13 +209,10 @@ class OSWorldEnv:
             raw, _, vm_done, osworld_info = self._desktop.step(code, pause=self.pause_s)
             self._last = self._observe(raw)
             if vm_done:
-                self._done, self._ended_by = True, action.type  # type: ignore[union-attr]
-        self._steps += 1
-        if not self._done and self._steps >= (task.max_steps or self.max_steps):
-            self._done, self._ended_by = True, "budget"
-        info = {"action_valid": error is None, "error": error, "action": action, "code": code,
-                "osworld_info": osworld_info, "steps": self._steps, "ended_by": self._ended_by}  # fmt: skip
-        return StepResult(self._last, self._done, info)  # type: ignore[arg-type]
+                episode.end(action.type)  # type: ignore[union-attr]
+        episode.count_step()
+        info = episode.info(action_valid=error is None, error=error, action=action, code=code, osworld_info=osworld_info)
+        return StepResult(self._last, episode.done, info)  # type: ignore[arg-type]
 
     def evaluate(self) -> float:
         """DesktopEnv.evaluate() (after OSWorld's settle time), as a score in [0, 1]."""
@@ -225,12 +220,6 @@ class OSWorldEnv:
         if self.sleep_before_evaluate_s > 0:
             time.sleep(self.sleep_before_evaluate_s)
         return min(1.0, max(0.0, float(self._desktop.evaluate())))
-
-    def snapshot(self) -> Any:
-        raise NotImplementedError("OSWorldEnv cannot snapshot a VM mid-episode (supports_snapshot=False); use algo.aug_reward=equivalence.")
-
-    def restore(self, state: Any) -> None:
-        raise NotImplementedError("OSWorldEnv cannot restore a VM state (supports_snapshot=False); use algo.aug_reward=equivalence.")
 
     def close(self) -> None:
         """Shut the VM down (idempotent)."""
