@@ -53,9 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def train_command(args: argparse.Namespace, runs_dir: Path) -> list[str]:
     seeds = ",".join(str(s) for s in range(args.seeds))
-    return [
-        sys.executable, "train.py", "-m", f"+sweep={args.preset}",
-        f"seed={seeds}",
+    fixed = [
         f"trainer.max_epochs={args.epochs}",
         f"data.tasks_per_epoch={args.tasks_per_epoch}",
         f"data.rollouts_per_task={args.rollouts_per_task}",
@@ -66,8 +64,13 @@ def train_command(args: argparse.Namespace, runs_dir: Path) -> list[str]:
         "logger=csv",
         "callbacks.rollout_progress.enabled=false",
         "trainer.enable_progress_bar=false",
-        f"hydra.sweep.dir={runs_dir}",
         *args.overrides,
+    ]
+    # job folders are named by what the sweep varies (experiment, seed, thresholds), not the fixed settings
+    exclude = ",".join(["sweep"] + [o.split("=", 1)[0].lstrip("+~") for o in fixed])
+    return [
+        sys.executable, "train.py", "-m", f"+sweep={args.preset}", f"seed={seeds}", *fixed,
+        f"hydra.sweep.dir={runs_dir}", f"hydra.job.config.override_dirname.exclude_keys=[{exclude}]",
     ]
 
 

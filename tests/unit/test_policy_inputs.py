@@ -126,3 +126,21 @@ def test_bad_screenshot_gets_one_clear_error(encoder):
 def test_collate_of_nothing_is_an_error(encoder):
     with pytest.raises(ValueError, match="at least one dialogue"):
         encoder.collate([])
+
+
+def test_image_cache_is_bounded_and_keyed_by_content():
+    import numpy as np
+    import torch
+
+    from steprl.policy.inputs import ImageCache
+
+    cache = ImageCache(max_bytes=2 * 4 * 10)  # room for two entries of 10 float32 values
+    images = [np.full((2, 2, 3), v, np.uint8) for v in range(3)]
+    keys = [ImageCache.key(image) for image in images]
+    assert ImageCache.key(images[0].copy()) == keys[0] and len(set(keys)) == 3  # same pixels, same key
+    for key in keys:
+        cache.put(key, torch.zeros(10), (1, 1, 1))
+    assert cache.get(keys[0]) is None  # the oldest went out first
+    assert cache.get(keys[1]) is not None and cache.get(keys[2]) is not None
+    cache.put(ImageCache.key(np.zeros((9, 9, 3), np.uint8)), torch.zeros(100), (1, 1, 1))  # larger than the bound
+    assert cache.get(ImageCache.key(np.zeros((9, 9, 3), np.uint8))) is None

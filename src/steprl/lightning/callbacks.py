@@ -135,7 +135,8 @@ class StepTimer(Callback):
     """Logs the time of one RL iteration split into its parts (time/*).
 
     time/step_s runs from the start of the round (the datamodule's train_dataloader) to the end of
-    the epoch's last update. Its measured parts: time/rollout_s (= time/env_s + time/generate_s:
+    the epoch's last update (keep StepTimer first in the callback list, so the other callbacks'
+    epoch-end work is not counted). Its measured parts: time/rollout_s (= time/env_s + time/generate_s:
     generation wall time and the rest of the collection, i.e. waiting for environments),
     time/augment_s (SL-GRPO), time/old_logprob_s, time/update_s (forward, backward and optimiser
     step of every mini-batch). time/other_s is the step minus those parts: what the framework itself

@@ -185,9 +185,7 @@ class SuccessRateDataModule(LightningDataModule):
         report.env_errors = len(trajectories) - len(valid)
         report.env_steps = sum(t.length for t in valid)
         report.invalid_actions = sum(t.invalid_actions for t in valid)
-        stats = self.collector.last_stats
-        report.generate_s = stats.generate_time_s
-        report.generate_calls = stats.generate_calls
+        report.generate_s = self.collector.last_stats.generate_time_s
         report.env_s = max(report.rollout_s - report.generate_s, 0.0)  # waiting for environments
 
     def _record_summaries(self, report: RoundReport) -> None:

@@ -34,12 +34,10 @@ class RoundReport:
     samples: int = 0
     aug_samples: int = 0
     adv_mean: float = 0.0
-    dropped_samples: int = 0  # DDP: samples beyond the common number of mini-batches
     # wall times of the parts of the round (seconds)
     rollout_s: float = 0.0
     env_s: float = 0.0
     generate_s: float = 0.0
-    generate_calls: int = 0
     augment_s: float = 0.0
     old_logprob_s: float = 0.0
 

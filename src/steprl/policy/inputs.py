@@ -32,6 +32,8 @@ decoding loop and the training forward see the same positions whatever the trans
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,6 +119,42 @@ def model_image_size_for(image_processor: Any, screen_size: tuple[int, int]) -> 
     return grid_w * patch, grid_h * patch
 
 
+class ImageCache:
+    """Processed screenshots (patches and grid) by content, least recently used out first.
+
+    A round encodes each step sample's screenshot several times: for the old log-probs and once per
+    PPO pass; hashing the pixels costs about a fifth of processing them. Bounded by the bytes of
+    the patches it holds (`max_bytes`; 0 turns it off).
+    """
+
+    def __init__(self, max_bytes: int = 256 * 2**20):
+        self.max_bytes = int(max_bytes)
+        self._entries: OrderedDict[bytes, tuple[torch.Tensor, tuple[int, int, int]]] = OrderedDict()
+        self._bytes = 0
+
+    @staticmethod
+    def key(image: np.ndarray) -> bytes:
+        digest = hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16)
+        digest.update(repr((image.shape, image.dtype.str)).encode())
+        return digest.digest()
+
+    def get(self, key: bytes) -> tuple[torch.Tensor, tuple[int, int, int]] | None:
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: bytes, patches: torch.Tensor, grid: tuple[int, int, int]) -> None:
+        size = patches.numel() * patches.element_size()
+        if size > self.max_bytes or key in self._entries:
+            return
+        self._entries[key] = (patches, grid)
+        self._bytes += size
+        while self._bytes > self.max_bytes:
+            _, (old, _) = self._entries.popitem(last=False)
+            self._bytes -= old.numel() * old.element_size()
+
+
 class DialogueEncoder:
     """Turns dialogues into model inputs with a tokenizer and an image processor (Qwen2-VL style)."""
 
@@ -146,6 +184,7 @@ class DialogueEncoder:
         self.merge_size = int(getattr(image_processor, "merge_size", 2))
         self.stop_ids = {self.im_end_id, ids[END_OF_TEXT]}
         self._text_cache: dict[str, list[int]] = {}
+        self.image_cache = ImageCache()
 
     def layout_token_ids(self, *extra: int | None) -> tuple[int, ...]:
         """Ids only the input builder may place (chat and image structure); never valid in a response."""
@@ -182,9 +221,18 @@ class DialogueEncoder:
             if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3):
                 shape = getattr(image, "shape", type(image).__name__)
                 raise ValueError(f"A screenshot must be an (H, W, 3) uint8 RGB array, got {shape}.")
-        out = self.image_processor(images=list(images), return_tensors="pt")
-        grids = [tuple(int(v) for v in g) for g in out["image_grid_thw"].tolist()]
-        return out["pixel_values"], grids
+        keys = [ImageCache.key(image) for image in images]
+        missing = {key: image for key, image in zip(keys, images) if self.image_cache.get(key) is None}
+        fresh = {}
+        if missing:
+            out = self.image_processor(images=list(missing.values()), return_tensors="pt")
+            grids = [tuple(int(v) for v in g) for g in out["image_grid_thw"].tolist()]
+            patches = torch.split(out["pixel_values"], [t * h * w for t, h, w in grids])
+            for key, chunk, grid in zip(missing, patches, grids):
+                fresh[key] = (chunk, grid)
+                self.image_cache.put(key, chunk, grid)
+        entries = [fresh.get(key) or self.image_cache.get(key) for key in keys]
+        return torch.cat([patches for patches, _ in entries]), [grid for _, grid in entries]
 
     def image_tokens(self, grid: tuple[int, int, int]) -> int:
         """Number of `<|image_pad|>` tokens of an image with patch grid (t, h, w)."""
