@@ -231,10 +231,20 @@ def in_multirun() -> bool:
         return False
 
 
+def print_lightning_logs_once() -> None:
+    """Under Hydra the root logger already prints (and writes train.log); the `lightning` package adds
+    a console handler of its own, which would print every Lightning message twice."""
+    lightning_logger = logging.getLogger("lightning")
+    for handler in list(lightning_logger.handlers):
+        if type(handler) is logging.StreamHandler:
+            lightning_logger.removeHandler(handler)
+
+
 def run_job(cfg: DictConfig) -> float | None:
     """`run(cfg)` as a Hydra job. In a multirun, a job that fails is logged, its traceback written to
     `error.txt` in its directory, and None is returned (the Optuna sweeper marks the trial failed; a
     NaN would stop the study), so the other jobs of the sweep go on."""
+    print_lightning_logs_once()
     if not in_multirun():
         return run(cfg)
     try:

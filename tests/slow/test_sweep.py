@@ -39,7 +39,15 @@ TINY = [
 SHORT_DIRS = "hydra.job.config.override_dirname.exclude_keys=[" + ",".join(
     ["sweep", "trainer.max_epochs", *(o.split("=")[0].lstrip("~+") for o in TINY)]
 ) + "]"
-HAS_OPTUNA = importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None
+def has_module(name: str) -> bool:
+    """find_spec raises, not returns None, when a parent package (here the hydra_plugins namespace) is absent."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+HAS_OPTUNA = has_module("hydra_plugins.hydra_optuna_sweeper")
 
 
 def multirun(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
