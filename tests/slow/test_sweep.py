@@ -39,6 +39,8 @@ TINY = [
 SHORT_DIRS = "hydra.job.config.override_dirname.exclude_keys=[" + ",".join(
     ["sweep", "trainer.max_epochs", *(o.split("=")[0].lstrip("~+") for o in TINY)]
 ) + "]"
+
+
 def has_module(name: str) -> bool:
     """find_spec raises, not returns None, when a parent package (here the hydra_plugins namespace) is absent."""
     try:
