@@ -23,8 +23,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from steprl.analysis.plots import TIME_PARTS as PARTS
+
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ["time/env_s", "time/generate_s", "time/augment_s", "time/old_logprob_s", "time/update_s", "time/other_s"]
 
 
 def compose(overrides: list[str], output_dir: Path):

@@ -30,8 +30,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from steprl.analysis.plots import TIME_PARTS
+
 ROOT = Path(__file__).resolve().parents[1]
-TIME_PARTS = ["time/env_s", "time/generate_s", "time/augment_s", "time/old_logprob_s", "time/update_s", "time/other_s"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -83,12 +84,6 @@ def machine() -> str:
     )
 
 
-def fmt(mean: float, std: float) -> str:
-    if math.isnan(mean):
-        return "–"
-    return f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
-
-
 def time_parts_table(groups) -> tuple[str, dict[str, float]]:
     """Mean seconds per epoch of each part of the step, and the framework overhead share."""
     import numpy as np
@@ -110,9 +105,10 @@ def time_parts_table(groups) -> tuple[str, dict[str, float]]:
 def initial_levels(runs) -> str:
     """The level every method starts from (the same warm-started checkpoint), before any update."""
     from steprl.analysis import mean_std
+    from steprl.analysis.tables import format_value
 
-    train = fmt(*mean_std([run.last("eval/initial_train_success_rate") for run in runs])[:2])
-    heldout = fmt(*mean_std([run.last("eval/initial_success_rate") for run in runs])[:2])
+    train = format_value(*mean_std([run.last("eval/initial_train_success_rate") for run in runs])[:2], "{:.3f}")
+    heldout = format_value(*mean_std([run.last("eval/initial_success_rate") for run in runs])[:2], "{:.3f}")
     return f"Before training (all runs start from the same warm-started policy): training success {train}, held-out {heldout}."
 
 
