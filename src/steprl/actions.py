@@ -33,6 +33,7 @@ import re
 
 from ui_tars.action_parser import smart_resize
 
+from steprl.errors import ActionParseError
 from steprl.types import Action
 
 #: Responses longer than this are rejected outright (a runaway generation, or an attack on the
@@ -107,12 +108,6 @@ _END_TOKENS = re.compile(r"<\|[a-z_]+\|>|\[EOS\]|</s>")  # end-of-turn tokens a 
 _BOX_NOISE = re.compile(r"<\|box_start\|>|<\|box_end\|>|</?point>|</?bbox>|[()\[\]]")
 
 
-class ActionParseError(ValueError):
-    """A model response that is not one valid UI-TARS action; `reason` says why."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import lightning.pytorch as pl
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
+from steprl.errors import ConfigError
 from steprl.actions import parse_response
 from steprl.algo.spec import AlgorithmSpec, build_loss
 from steprl.analysis.wandb_group import wandb_group
@@ -34,8 +35,6 @@ log = logging.getLogger(__name__)
 ENV_META_KEYS = ("name", "worker_seed_key")
 
 
-class ConfigError(ValueError):
-    """A config value the run cannot use (the message names the key and what to do)."""
 
 
 # ---------------------------------------------------------------------------------------- config

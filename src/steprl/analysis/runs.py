@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 from omegaconf import OmegaConf
+from steprl.errors import RunDirError
+
 
 CONFIG_FILE = Path(".hydra") / "config.yaml"
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
@@ -27,8 +29,6 @@ METRICS_FILE = "metrics.csv"
 ERROR_FILE = "error.txt"
 
 
-class RunDirError(ValueError):
-    """A path given as a run or sweep directory is neither (the message says what was expected)."""
 
 
 @dataclass

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable, Protocol, runtime_checkable
 
+from steprl.errors import MissingDependencyError
 from steprl.types import Observation, StepResult, Task
 
 
@@ -52,14 +53,6 @@ class GUIEnv(Protocol):
     def close(self) -> None: ...
 
 
-class MissingDependencyError(ImportError):
-    """An optional dependency of an environment (or other component) is not installed."""
-
-    def __init__(self, component: str, package: str, install: str):
-        super().__init__(
-            f"{component} needs the optional package '{package}', which is not installed. "
-            f"Install it with: {install}"
-        )
 
 
 # name -> "module:attribute" (imported lazily so optional dependencies load only when used)

@@ -30,7 +30,7 @@ from typing import Any
 
 from torch import nn
 
-from steprl.envs.base import MissingDependencyError
+from steprl.errors import MissingDependencyError
 
 #: The repeated blocks of Qwen2-VL (UI-TARS-7B-DPO) and Qwen2.5-VL (UI-TARS-1.5-7B): decoder layers
 #: and vision blocks, as "module:Class" (classes missing from the installed transformers are skipped).

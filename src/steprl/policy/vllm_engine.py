@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from steprl.envs.base import MissingDependencyError
+from steprl.errors import MissingDependencyError, PromptMismatchError, WeightSyncError
 from steprl.policy.engines import SampledTokens, SamplingParams
 from steprl.policy.inputs import DialogueEncoder, EncodedDialogue
 from steprl.types import Dialogue, DialogueTurn
@@ -73,12 +73,6 @@ VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 LAYOUT_TOKEN_BIAS = -100.0
 
 
-class WeightSyncError(RuntimeError):
-    """vLLM does not serve the weights being trained (the message says how far off, and why)."""
-
-
-class PromptMismatchError(RuntimeError):
-    """vLLM built a different prompt from the one the trainer will train on."""
 
 
 def vllm_available() -> bool:

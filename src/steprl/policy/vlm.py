@@ -49,6 +49,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from steprl.errors import CheckpointError
 from steprl.algo.loss import truncated_is_weights
 from steprl.policy.engines import GenerationEngine, SamplingParams, make_engine, mask_logits
 from steprl.policy.inputs import DialogueEncoder, EncodedDialogue, model_image_size_for
@@ -70,8 +71,6 @@ _MODEL_KEYS = ("input_ids", "attention_mask", "position_ids", "pixel_values", "i
 IS_CORRECTIONS = ("none", "tis")
 
 
-class CheckpointError(OSError):
-    """A policy checkpoint cannot be found or loaded; the message says what to do."""
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from steprl.errors import RolloutError
 from steprl.algo.context import step_dialogue
 from steprl.rollout.pools import EnvPool, OpResult
 from steprl.types import Action, Dialogue, Generation, Observation, StepResult, Task, Trajectory, Turn
@@ -37,8 +38,6 @@ class Policy(Protocol):
     ) -> list[Generation]: ...
 
 
-class RolloutError(RuntimeError):
-    """Collection cannot go on (no healthy env worker left, a policy that breaks its contract)."""
 
 
 @dataclass

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from steprl.errors import EnvPoolError
 from steprl.envs.base import resolve
 from steprl.rollout.workers import OPS, Reply, WorkerCore, failure, process_main, serve
 
@@ -48,8 +49,6 @@ log = logging.getLogger(__name__)
 STARTING, IDLE, BUSY, FAILED, STOPPED = "starting", "idle", "busy", "failed", "stopped"
 
 
-class EnvPoolError(RuntimeError):
-    """The pool cannot do what was asked (workers do not start, bad configuration, closed pool)."""
 
 
 @dataclass

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from steprl.envs.base import EnvTarget, MissingDependencyError
+from steprl.envs.base import EnvTarget
+from steprl.errors import MissingDependencyError
 from steprl.rollout.pools import EnvPool
 from steprl.rollout.workers import Reply, WorkerCore, failure
 

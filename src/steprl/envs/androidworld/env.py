@@ -13,7 +13,7 @@ from PIL import Image
 from steprl.actions import ActionParseError, model_frame, parse_response
 from steprl.envs.androidworld.actions import UnsupportedAction, elements_text, json_actions
 from steprl.envs.androidworld.tasks import difficulty_of, instance_seed, random_params, split_names, step_budget
-from steprl.envs.base import MissingDependencyError
+from steprl.errors import MissingDependencyError
 from steprl.envs.episode import Episode, NoSnapshots
 from steprl.types import Observation, StepResult, Task
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from steprl.actions import ActionParseError, action_to_response, model_frame, parse_response
-from steprl.envs.base import MissingDependencyError
+from steprl.errors import MissingDependencyError
 from steprl.envs.episode import Episode, NoSnapshots
 from steprl.envs.miniwob.catalog import CATALOG, score_from_reward, split_seeds, task_difficulty, task_id
 from steprl.envs.miniwob.commands import SCREEN_SIZE, MiniWoBCommand, UnsupportedAction, to_miniwob

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from steprl.actions import ActionParseError, action_to_pyautogui, model_frame, parse_response
-from steprl.envs.base import MissingDependencyError
+from steprl.errors import MissingDependencyError
 from steprl.envs.episode import Episode, NoSnapshots
 from steprl.envs.osworld.tasks import TaskStore, load_tasks
 from steprl.types import Observation, StepResult, Task
