@@ -68,7 +68,10 @@ def compare(before: Path, after: Path) -> int:
     problems = 0
     for name in EXPERIMENTS:
         rows_a, rows_b = read(before / name / "metrics.csv"), read(after / name / "metrics.csv")
-        keys = sorted(k for k in set(rows_a[0]) | set(rows_b[0]) if not k.startswith("time/"))
+        keys = sorted(k for k in set(rows_a[0]) & set(rows_b[0]) if not k.startswith("time/"))
+        added = sorted(set(rows_b[0]) - set(rows_a[0]))
+        removed = sorted(set(rows_a[0]) - set(rows_b[0]))
+        problems += len(removed)  # a metric that disappeared is a change of behaviour
         differing = []
         for key in keys:
             column_a = [row.get(key, "") for row in rows_a]
@@ -77,7 +80,8 @@ def compare(before: Path, after: Path) -> int:
                 differing.append(key)
         compared = len(keys) * max(len(rows_a), len(rows_b))
         print(f"{name}: {len(rows_a)} vs {len(rows_b)} rows, {len(keys)} columns ({compared} values) compared, "
-              f"{len(differing)} differ" + (f": {differing}" if differing else ""))
+              f"{len(differing)} differ" + (f": {differing}" if differing else "")
+              + (f"; new columns: {added}" if added else "") + (f"; MISSING columns: {removed}" if removed else ""))
         problems += len(differing) + (len(rows_a) != len(rows_b))
     return 1 if problems else 0
 

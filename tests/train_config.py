@@ -36,3 +36,14 @@ def compose_train(overrides: list[str], output_dir: Path | None = None) -> DictC
         cfg.paths.output_dir = str(output_dir) if output_dir else "/tmp/steprl-unused"
         cfg.paths.root_dir = str(ROOT)
     return cfg
+
+
+def algo_spec(name: str = "step", **overrides):
+    """conf/algo/<name>.yaml as an AlgorithmSpec (the one definition of each algorithm), with overrides."""
+    from omegaconf import OmegaConf
+
+    from steprl.algo.spec import AlgorithmSpec
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"algo={name}"])
+    return AlgorithmSpec.from_config({**OmegaConf.to_container(cfg.algo, resolve=True), **overrides})

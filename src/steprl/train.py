@@ -28,6 +28,7 @@ from steprl.envs import make
 from steprl.lightning.datamodule import SuccessRateDataModule
 from steprl.lightning.module import StepLightningModule
 from steprl.rollout import RolloutCollector
+from steprl.round import RoundRunner
 
 log = logging.getLogger(__name__)
 
@@ -172,26 +173,27 @@ def build(cfg: DictConfig) -> Run:
     env_kwargs.setdefault("coords", policy.coords)
     env_kwargs.setdefault("model_image_size", list(policy.model_image_size(screen_size)))
     train_tasks, eval_tasks = probe.tasks("train"), probe.tasks("test")
+    if spec.augment and spec.aug_reward == "env" and not getattr(probe, "supports_snapshot", False):
+        probe.close()
+        raise ConfigError(f"algo.aug_reward=env replays steps from a saved state; environment '{env_name}' cannot snapshot/restore. Use algo.aug_reward=equivalence.")
     probe.close()
     if not train_tasks:
         raise ConfigError(f"Environment '{env_name}' has no training tasks with this config.")
 
     collector = build_collector(cfg, spec, env_name, env_kwargs, seed_key)
     try:
-        datamodule = SuccessRateDataModule(
+        runner = RoundRunner(
             train_tasks=train_tasks,
-            eval_tasks=eval_tasks,
             collector=collector,
             algo=spec,
             tasks_per_epoch=cfg.data.tasks_per_epoch,
             rollouts_per_task=cfg.data.rollouts_per_task,
-            batch_size=cfg.data.batch_size,
             logprob_batch_size=cfg.data.logprob_batch_size,
             parse_action=partial(parse_response, screen_size=screen_size, coords=env_kwargs["coords"], image_size=tuple(env_kwargs["model_image_size"])),
-            make_env=partial(make, env_name, **env_kwargs) if spec.augment and spec.aug_reward == "env" else None,
             screen_size=screen_size,
             seed=cfg.seed,
         )
+        datamodule = SuccessRateDataModule(runner, eval_tasks, batch_size=cfg.data.batch_size)
         module = StepLightningModule(
             policy=policy,
             loss=build_loss(spec),

@@ -247,3 +247,14 @@ class TrainingSample:
     weight: float = 1.0
     group: str = ""  # the advantage group (for logging and debugging)
     old_logprobs: tuple[float, ...] | None = None
+
+    def rollout_logprobs(self) -> tuple[float, ...]:
+        """The sampler's log-probs of every trainable token, in order; () when some trainable
+        response was not sampled with its log-probs (expert text, an SL-GRPO original from text)."""
+        values: list[float] = []
+        for turn in self.dialogue.turns:
+            if turn.trainable:
+                if not turn.response_logprobs or len(turn.response_logprobs) != len(turn.response_ids):
+                    return ()
+                values += turn.response_logprobs
+        return tuple(values)

@@ -64,8 +64,8 @@ def test_two_epochs_train_log_and_time(experiment, tmp_path):
 
 
 def test_truncated_importance_sampling_correction_trains(tmp_path):
-    """policy.is_correction=tis: the batch carries the sampler's log-probs and the update runs."""
-    cfg = compose_train(["+experiment=minidesk_step", "trainer.max_epochs=1", "policy.is_correction=tis", *FAST], tmp_path)
+    """algo.is_correction=tis: the batch carries the sampler's log-probs and the update runs."""
+    cfg = compose_train(["+experiment=minidesk_step", "trainer.max_epochs=1", "algo.is_correction=tis", *FAST], tmp_path)
     run(cfg)
     rows = [row for row in read_metrics(tmp_path) if row.get("train/loss")]
     assert rows and math.isfinite(float(rows[-1]["train/loss"]))

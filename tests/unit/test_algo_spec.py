@@ -1,4 +1,4 @@
-"""AlgorithmSpec: presets, validation, and build_samples dispatching on switches (ALGORITHM.md §6)."""
+"""AlgorithmSpec: the algo config group, validation, and build_samples dispatching on switches (docs/algorithm.md §6)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pytest
 from steprl.algo.loss import PolicyLoss
 from steprl.algo.sampling import SRTrajScheduler, UniformScheduler
 from steprl.algo.spec import (
-    PRESETS,
     AlgorithmSpec,
     build_loss,
     build_recorder,
@@ -21,6 +20,7 @@ from steprl.algo.spec import (
 )
 from steprl.algo.success_rate import SuccessRateRecorder
 from steprl.types import Observation, Task, Trajectory, Turn
+from tests.train_config import CONF, algo_spec
 
 INV_SQRT2 = 0.7071068  # group [1, 0]: mean 0.5, sample std sqrt(0.5), A = ±0.5 / 0.7071068
 
@@ -38,7 +38,9 @@ def a_round() -> list[Trajectory]:
     return [trajectory("a", 1.0), trajectory("a", 0.0), trajectory("a", 1.0, env_error="crash")]
 
 
-# ------------------------------------------------------------------------------ presets
+# ------------------------------------------------------------------------------ the algo config group
+
+ALGORITHMS = sorted(p.stem for p in (CONF / "algo").glob("*.yaml"))
 
 
 @pytest.mark.parametrize(
@@ -54,16 +56,40 @@ def a_round() -> list[Trajectory]:
         ("step_decomp_only", "uniform", "step", "grpo", True, False),
     ],
 )
-def test_presets(name, sampling, level, advantage, failed, augment):
-    spec = AlgorithmSpec.preset(name)
+def test_algorithms(name, sampling, level, advantage, failed, augment):
+    spec = algo_spec(name)
     assert (spec.name, spec.sampling, spec.sample_level, spec.advantage) == (name, sampling, level, advantage)
     assert (spec.use_failed_trajectories, spec.augment) == (failed, augment)
 
 
-def test_every_preset_is_listed_and_valid():
-    assert set(PRESETS) == {"step", "t_grpo", "gigpo", "step_no_srtraj", "step_no_sradv", "step_no_slgrpo", "step_no_both", "step_decomp_only"}
-    for name in PRESETS:
-        AlgorithmSpec.preset(name).validate_budget(8)
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_every_algo_file_is_valid_and_named_after_itself(name):
+    spec = algo_spec(name)
+    spec.validate_budget(8)
+    assert spec.name == name
+
+
+def test_step_yaml_is_the_schema_defaults():
+    """conf/algo/step.yaml writes every knob out for users; it must equal AlgorithmSpec's defaults, so
+    the values are defined once (the dataclass) and the file can never drift from them."""
+    from omegaconf import OmegaConf
+
+    written = OmegaConf.to_container(OmegaConf.load(CONF / "algo" / "step.yaml"))
+    assert written.pop("_target_") == "steprl.algo.spec.AlgorithmSpec.create"
+    assert written == dataclasses.asdict(AlgorithmSpec())
+
+
+def test_other_algo_files_state_only_differences():
+    from omegaconf import OmegaConf
+
+    defaults = dataclasses.asdict(AlgorithmSpec())
+    for name in ALGORITHMS:
+        if name == "step":
+            continue
+        written = OmegaConf.to_container(OmegaConf.load(CONF / "algo" / f"{name}.yaml"))
+        assert written.pop("defaults") == ["step", "_self_"], name
+        same = sorted(k for k, v in written.items() if k != "name" and defaults[k] == v)
+        assert same == [], f"conf/algo/{name}.yaml repeats STEP's values of {same}"
 
 
 def test_step_defaults_are_the_papers():
@@ -71,13 +97,13 @@ def test_step_defaults_are_the_papers():
     assert (spec.s0, spec.s_low, spec.kappa, spec.alpha) == (0.6, 0.2, 10.0, 0.5)
     assert (spec.history_responses, spec.history_screenshots, spec.max_images) == (3, 0, 5)
     assert (spec.clip_low, spec.clip_high, spec.kl_coef, spec.loss_agg, spec.ppo_epochs) == (0.2, 0.3, 0.0, "token-mean", 2)
-    assert (AlgorithmSpec.preset("gigpo").gigpo_omega, AlgorithmSpec.preset("gigpo").gigpo_gamma) == (1.0, 0.95)
+    assert (algo_spec("gigpo").gigpo_omega, algo_spec("gigpo").gigpo_gamma) == (1.0, 0.95)
 
 
-def test_preset_overrides_and_unknown_presets():
-    assert AlgorithmSpec.preset("step", s0=0.5).s0 == 0.5
-    with pytest.raises(ValueError, match="Known presets: step, t_grpo"):
-        AlgorithmSpec.preset("ppo")
+def test_overrides_and_unknown_keys():
+    assert algo_spec("step", s0=0.5).s0 == 0.5
+    with pytest.raises(ValueError, match="did you mean 's0'"):
+        AlgorithmSpec.create(s00=0.5)
 
 
 # ------------------------------------------------------------------------------ validation
@@ -119,14 +145,14 @@ def test_s_low_above_s0_is_fine_without_sr_traj():
 
 
 def test_validate_budget():
-    AlgorithmSpec.preset("step").validate_budget(4)
+    algo_spec("step").validate_budget(4)
     with pytest.raises(ValueError, match="N >= 4"):
-        AlgorithmSpec.preset("step").validate_budget(3)  # 3/2 − 1 = 0 alternatives
+        algo_spec("step").validate_budget(3)  # 3/2 − 1 = 0 alternatives
     with pytest.raises(ValueError, match="N >= 2"):
-        AlgorithmSpec.preset("t_grpo").validate_budget(1)
-    AlgorithmSpec.preset("step_no_slgrpo").validate_budget(1)  # SR-Adv needs no group
+        algo_spec("t_grpo").validate_budget(1)
+    algo_spec("step_no_slgrpo").validate_budget(1)  # SR-Adv needs no group
     with pytest.raises(ValueError, match="rollouts_per_task=0"):
-        AlgorithmSpec.preset("step_no_slgrpo").validate_budget(0)
+        algo_spec("step_no_slgrpo").validate_budget(0)
 
 
 def test_from_config_rejects_typos():
@@ -141,27 +167,27 @@ def test_from_config_rejects_typos():
 
 def test_step_samples_only_from_successes_with_sr_adv():
     recorder = SuccessRateRecorder(prior={"a": 0.25})
-    samples = build_samples(AlgorithmSpec.preset("step"), a_round(), recorder)
+    samples = build_samples(algo_spec("step"), a_round(), recorder)
     assert len(samples) == 2  # the success's two steps; the failure and the env error give nothing
     assert all(s.source == "step" and s.advantage == 0.75 and s.task_id == "a" for s in samples)  # 1 − 0.25
 
 
 def test_t_grpo_whole_trajectories_with_group_advantages():
-    samples = build_samples(AlgorithmSpec.preset("t_grpo"), a_round(), SuccessRateRecorder())
+    samples = build_samples(algo_spec("t_grpo"), a_round(), SuccessRateRecorder())
     assert [s.source for s in samples] == ["trajectory", "trajectory"]
     assert [s.advantage for s in samples] == pytest.approx([INV_SQRT2, -INV_SQRT2], rel=1e-5)
     assert all(t.trainable for t in samples[0].dialogue.turns) and len(samples[0].dialogue.turns) == 2
 
 
 def test_without_sr_adv_every_step_gets_the_broadcast_grpo_advantage():
-    samples = build_samples(AlgorithmSpec.preset("step_no_sradv"), a_round(), SuccessRateRecorder())
+    samples = build_samples(algo_spec("step_no_sradv"), a_round(), SuccessRateRecorder())
     assert [s.advantage for s in samples] == pytest.approx([INV_SQRT2] * 2 + [-INV_SQRT2] * 2, rel=1e-5)
 
 
 def test_gigpo_gives_per_step_advantages():
     # Both valid rollouts visit anchors "a0" then "a1"; scores [1, 0] → A^E (mean only) = ±0.5.
     # "a0" returns [γ·1 = 0.95, 0]: mean 0.475 → A^S = ±0.475; "a1" returns [1, 0] → A^S = ±0.5.
-    samples = build_samples(AlgorithmSpec.preset("gigpo"), a_round(), SuccessRateRecorder())
+    samples = build_samples(algo_spec("gigpo"), a_round(), SuccessRateRecorder())
     assert [s.advantage for s in samples] == pytest.approx([0.5 + 0.475, 0.5 + 0.5, -0.5 - 0.475, -0.5 - 0.5])
 
 
@@ -192,7 +218,7 @@ def test_history_window_comes_from_the_spec():
 
 def test_builders(tmp_path):
     assert isinstance(build_scheduler(AlgorithmSpec(), ["a", "b"], 1, seed=0), SRTrajScheduler)
-    assert isinstance(build_scheduler(AlgorithmSpec.preset("t_grpo"), ["a", "b"], 1, seed=0), UniformScheduler)
+    assert isinstance(build_scheduler(algo_spec("t_grpo"), ["a", "b"], 1, seed=0), UniformScheduler)
     prior = tmp_path / "prior.json"
     prior.write_text(json.dumps({"a": 0.4}))
     recorder = build_recorder(AlgorithmSpec(alpha=0.3, success_rate_prior=str(prior)))
@@ -208,10 +234,10 @@ def test_spec_is_a_plain_dataclass():
 
 def test_origins_point_back_to_trajectory_and_turn():
     round_ = a_round()
-    pairs = build_samples_with_origins(AlgorithmSpec.preset("step_no_sradv"), round_, SuccessRateRecorder())
+    pairs = build_samples_with_origins(algo_spec("step_no_sradv"), round_, SuccessRateRecorder())
     assert [(origin.trajectory is round_[0], origin.turn_index) for _, origin in pairs[:2]] == [(True, 0), (True, 1)]
     assert [origin.turn_index for _, origin in pairs] == [0, 1, 0, 1] and pairs[2][1].trajectory is round_[1]
-    whole = build_samples_with_origins(AlgorithmSpec.preset("t_grpo"), round_, SuccessRateRecorder())
+    whole = build_samples_with_origins(algo_spec("t_grpo"), round_, SuccessRateRecorder())
     assert [origin.turn_index for _, origin in whole] == [None, None]
 
 
@@ -222,7 +248,7 @@ def test_one_round_of_step_with_the_pieces_together():
     from steprl.algo.success_rate import counts_from_trajectories
     from steprl.types import Action
 
-    spec = AlgorithmSpec.preset("step")
+    spec = algo_spec("step")
     recorder = build_recorder(spec)
     scheduler = build_scheduler(spec, ["a", "b"], tasks_per_epoch=2, seed=0)
     allocation = scheduler.reallocate(scheduler.schedule(0), 4, recorder)

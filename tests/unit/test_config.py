@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from steprl.algo.spec import AlgorithmSpec
 from steprl.train import ConfigError, build
-from tests.train_config import CONF, FAST, ROOT, compose_train
+from tests.train_config import CONF, FAST, ROOT, algo_spec, compose_train
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 MINIDESK_EXPERIMENTS = [e for e in EXPERIMENTS if e.startswith("minidesk_")]
@@ -36,18 +36,18 @@ def test_every_experiment_composes_to_a_valid_algorithm(experiment):
 
 
 @pytest.mark.parametrize("experiment", MINIDESK_EXPERIMENTS)
-def test_minidesk_experiment_algorithms_match_the_presets(experiment):
-    """conf/algo + the experiment's delta = AlgorithmSpec.preset(name) (one definition of each method)."""
+def test_minidesk_experiments_are_a_setting_and_an_algorithm(experiment):
+    """+experiment=minidesk_X is an alias: the minidesk setting with conf/algo/X.yaml, nothing else."""
     cfg = compose_train([f"+experiment={experiment}"])
     spec = AlgorithmSpec.from_config(OmegaConf.to_container(cfg.algo, resolve=True))
-    assert spec == AlgorithmSpec.preset(spec.name)
+    assert spec == algo_spec(spec.name)
 
 
 @pytest.mark.parametrize("experiment", MINIDESK_EXPERIMENTS)
 def test_minidesk_experiments_build_datamodule_module_and_trainer(experiment, tmp_path):
     parts = build(compose_train([f"+experiment={experiment}", *FAST], tmp_path))
     try:
-        assert parts.datamodule.algo.name == compose_train([f"+experiment={experiment}"]).algo.name
+        assert parts.datamodule.runner.algo.name == compose_train([f"+experiment={experiment}"]).algo.name
         assert parts.trainer.reload_dataloaders_every_n_epochs == 1
         assert sum(p.requires_grad for p in parts.module.policy.parameters()) > 0
     finally:

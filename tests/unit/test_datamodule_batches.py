@@ -1,12 +1,10 @@
-"""The datamodule's batch bookkeeping: rollout log-probs aligned with the target tokens."""
+"""Batch bookkeeping: the sampler's log-probs of a sample, and sharding a round's copies over ranks."""
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from steprl.lightning.datamodule import SuccessRateDataModule
-from steprl.lightning.distributed import shard_groups
+from steprl.round import shard_groups
 from steprl.types import Dialogue, DialogueTurn, TrainingSample
 
 
@@ -14,19 +12,18 @@ def sample(turns):
     return TrainingSample(Dialogue("do it", turns), advantage=1.0, task_id="t")
 
 
-def test_rollout_logprobs_fill_the_target_positions_in_order():
+def test_rollout_logprobs_in_target_order_or_none_when_a_response_was_not_sampled():
     image = np.zeros((4, 4, 3), np.uint8)
     sampled = sample([
         DialogueTurn(None, "a", (1, 2), trainable=True, response_logprobs=(-0.1, -0.2)),
+        DialogueTurn(image, "z", (9,), trainable=False),  # context: not a target
         DialogueTurn(image, "b", (3,), trainable=True, response_logprobs=(-0.3,)),
     ])
+    assert sampled.rollout_logprobs() == (-0.1, -0.2, -0.3)
     expert = sample([DialogueTurn(image, "c", (), trainable=True)])  # no sampler log-probs
-    mask = torch.tensor([[False, True, True, False, True], [False, False, True, True, False]])
-    old = torch.tensor([[0.0, -1.0, -1.0, 0.0, -1.0], [0.0, 0.0, -2.0, -2.0, 0.0]])
-    rollout = SuccessRateDataModule._rollout_logprobs([sampled, expert], old, mask)
-    # row 0: the three target tokens get the sampler's values in turn order; row 1 keeps old (weight 1)
-    assert torch.allclose(rollout[0], torch.tensor([0.0, -0.1, -0.2, 0.0, -0.3]))
-    assert torch.equal(rollout[1], old[1])
+    assert expert.rollout_logprobs() == ()
+    partial = sample([DialogueTurn(image, "c", (4, 5), trainable=True, response_logprobs=(-0.5,))])
+    assert partial.rollout_logprobs() == ()  # one log-prob for two ids: not the sampler's record
 
 
 def test_shards_keep_a_task_on_one_rank_and_balance_the_copies():

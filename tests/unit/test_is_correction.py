@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from steprl.algo.loss import policy_loss, truncated_is_weights
+from steprl.algo.loss import PolicyLoss, policy_loss, truncated_is_weights
 from steprl.types import Dialogue, DialogueTurn
 
 
@@ -52,27 +52,27 @@ def test_is_weights_scale_each_tokens_policy_gradient_term():
         policy_loss(logp, old, advantages, mask, is_weights=torch.ones(2))
 
 
-def test_policy_importance_weights_knob(tmp_path):
-    from steprl.policy.tiny import build_tiny_checkpoint
-    from steprl.policy.vlm import VLMPolicy
-
-    directory = build_tiny_checkpoint(tmp_path, ["Click the Save button", "Action: finished()"] * 8, vocab_size=300)
+def test_importance_correction_is_a_loss_setting():
+    """algo.is_correction lives on the loss: the policy knows nothing of it."""
     batch = {
         "old_logp": torch.tensor([[-1.0, -2.0]]),
         "rollout_logp": torch.tensor([[-1.0, -3.0]]),
         "target_mask": torch.tensor([[True, True]]),
     }
-    assert VLMPolicy(str(directory)).importance_weights(batch) is None  # is_correction=none
-    tis = VLMPolicy(str(directory), is_correction="tis", is_cap=2.0)
+    assert PolicyLoss().importance_weights(batch["old_logp"], batch["rollout_logp"], batch["target_mask"]) is None
+    tis = PolicyLoss(is_correction="tis", is_cap=2.0)
     # exp(0) = 1; exp(1) = 2.718 -> capped at 2
-    torch.testing.assert_close(tis.importance_weights(batch), torch.tensor([[1.0, 2.0]]))
+    torch.testing.assert_close(tis.importance_weights(batch["old_logp"], batch["rollout_logp"], batch["target_mask"]), torch.tensor([[1.0, 2.0]]))
     with pytest.raises(KeyError, match="rollout_logp"):
-        tis.importance_weights({k: v for k, v in batch.items() if k != "rollout_logp"})
+        tis.importance_weights(batch["old_logp"], None, batch["target_mask"])
     with pytest.raises(ValueError, match="is_correction"):
-        VLMPolicy(str(directory), is_correction="vtrace")
-    # an update (gradients on) without rollout log-probs would silently skip the correction: refused
-    training = tis.collate([Dialogue("x", [DialogueTurn(None, "Action: finished()", trainable=True)])])
+        PolicyLoss(is_correction="vtrace")
+    with pytest.raises(ValueError, match="is_cap"):
+        PolicyLoss(is_correction="tis", is_cap=0.0)
+    # The loss applies the weights: token 2's term is scaled by 2 (A = 1, ρ = 1 -> per-token −1 and −2).
+    logp = batch["old_logp"].clone().requires_grad_(True)
+    loss, _ = tis(logp, batch["old_logp"], torch.tensor([1.0]), batch["target_mask"], rollout_logp=batch["rollout_logp"])
+    assert loss.item() == pytest.approx(-(1.0 + 2.0) / 2)
+    # An update without the sampler's log-probs would silently skip the correction: refused.
     with pytest.raises(KeyError, match="is_correction=none"):
-        tis.token_logprobs(training)
-    with torch.no_grad():  # old log-probs (no gradient) need no correction
-        tis.token_logprobs(training)
+        tis(logp, batch["old_logp"], torch.tensor([1.0]), batch["target_mask"])

@@ -17,7 +17,6 @@ from steprl.algo.loss import PolicyLoss, policy_loss
 from steprl.algo.sampling import Allocation, SRTrajScheduler, UniformScheduler, replacement_probability
 from steprl.algo.samples import actions_equivalent, step_samples, trajectory_sample
 from steprl.algo.spec import (
-    PRESETS,
     AlgorithmSpec,
     SampleOrigin,
     build_loss,
@@ -29,7 +28,6 @@ from steprl.algo.spec import (
 from steprl.algo.success_rate import SuccessRateRecorder, counts_from_trajectories, is_success
 
 __all__ = [
-    "PRESETS",
     "AlgorithmSpec",
     "Allocation",
     "PolicyLoss",

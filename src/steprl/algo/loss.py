@@ -61,7 +61,7 @@ def truncated_is_weights(old_logp: torch.Tensor, rollout_logp: torch.Tensor, mas
     rollouts). Returned without gradient, 0 off the mask.
     """
     if cap <= 0.0:
-        raise ValueError(f"policy.is_cap={cap} must be > 0 (the largest importance weight kept).")
+        raise ValueError(f"algo.is_cap={cap} must be > 0 (the largest importance weight kept).")
     if old_logp.shape != rollout_logp.shape or mask.shape != old_logp.shape:
         raise ValueError(
             f"truncated_is_weights expects [B, T] old_logp, rollout_logp and mask of one shape; got {tuple(old_logp.shape)}, "
@@ -71,6 +71,17 @@ def truncated_is_weights(old_logp: torch.Tensor, rollout_logp: torch.Tensor, mas
     zeros = torch.zeros_like(old_logp, dtype=torch.float32)
     log_ratio = torch.where(mask, old_logp.float() - rollout_logp.float(), zeros).clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
     return torch.where(mask, torch.exp(log_ratio).clamp(max=cap), zeros).detach()
+
+
+IS_CORRECTIONS = ("none", "tis")
+
+
+def check_is_settings(is_correction: str, is_cap: float) -> None:
+    """One clear error per bad importance-sampling setting (algo.is_correction, algo.is_cap)."""
+    if is_correction not in IS_CORRECTIONS:
+        raise ValueError(f"algo.is_correction={is_correction!r}: use one of {', '.join(IS_CORRECTIONS)}.")
+    if is_cap <= 0.0:
+        raise ValueError(f"algo.is_cap={is_cap} must be > 0 (the largest importance weight kept).")
 
 
 def check_loss_settings(
@@ -206,11 +217,14 @@ class PolicyLoss:
     kl_estimator: str = "k3"
     agg: str = "token-mean"
     entropy_coef: float = 0.0
+    is_correction: str = "none"  # "none" | "tis": truncated importance sampling of the sampler's tokens
+    is_cap: float = 2.0  # the largest importance weight "tis" keeps
 
     def __post_init__(self) -> None:
         check_loss_settings(
             self.clip_low, self.clip_high, self.dual_clip, self.kl_coef, self.kl_estimator, self.agg, self.entropy_coef
         )
+        check_is_settings(self.is_correction, self.is_cap)
 
     @classmethod
     def from_spec(cls, spec: Any) -> PolicyLoss:
@@ -223,7 +237,22 @@ class PolicyLoss:
             kl_estimator=spec.kl_estimator,
             agg=spec.loss_agg,
             entropy_coef=spec.entropy_coef,
+            is_correction=spec.is_correction,
+            is_cap=spec.is_cap,
         )
+
+    def importance_weights(self, old_logp: torch.Tensor, rollout_logp: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor | None:
+        """`is_correction="tis"`: w_t = min(exp(log π_old − log π_rollout), is_cap) per target token
+        (`truncated_is_weights`); "none": None. A batch without the sampler's log-probs cannot be
+        corrected: that is an error, never a silent update without the configured correction."""
+        if self.is_correction == "none":
+            return None
+        if rollout_logp is None:
+            raise KeyError(
+                "algo.is_correction=tis needs the sampler's log-probs in the training batch (batch['rollout_logp']); "
+                "the batch has none. Set algo.is_correction=none."
+            )
+        return truncated_is_weights(old_logp, rollout_logp, mask, self.is_cap)
 
     def __call__(
         self,
@@ -234,8 +263,10 @@ class PolicyLoss:
         ref_logp: torch.Tensor | None = None,
         entropy: torch.Tensor | None = None,
         weights: torch.Tensor | None = None,
-        is_weights: torch.Tensor | None = None,
+        rollout_logp: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """`policy_loss` on one mini-batch; `rollout_logp` (the sampler's log-probs) feeds the
+        importance-sampling correction when it is on."""
         return policy_loss(
             logp,
             old_logp,
@@ -251,5 +282,5 @@ class PolicyLoss:
             entropy=entropy,
             entropy_coef=self.entropy_coef,
             weights=weights,
-            is_weights=is_weights,
+            is_weights=self.importance_weights(old_logp, rollout_logp, mask),
         )

@@ -1,6 +1,9 @@
-"""The algorithm as a set of switches: STEP, T-GRPO, GiGPO and the ablations (ALGORITHM.md §6).
+"""The algorithm as a set of switches: STEP, T-GRPO, GiGPO and the ablations (docs/algorithm.md §6).
 
-`AlgorithmSpec` holds every algorithm knob (the keys of conf/algo/*.yaml); `build_samples` turns a
+`AlgorithmSpec` is the schema of the `algo` config group: every knob, its type, STEP's default and its
+validation. conf/algo/step.yaml instantiates it (`_target_: ...AlgorithmSpec.create`) with every key
+written out for users to read; each other file of conf/algo/ states only what it changes from STEP
+(tests/unit/test_algo_spec.py keeps step.yaml equal to these defaults). `build_samples` turns a
 round's trajectories into training samples by reading the switches, never the algorithm's name, so
 any combination (e.g. GiGPO advantages with SR-Traj sampling) is one config away.
 """
@@ -18,7 +21,7 @@ import numpy as np
 
 from steprl.algo.advantages import gigpo_advantages, grpo_advantages, sr_adv_trajectory_advantages
 from steprl.algo.augment import REWARD_FUNCTIONS, num_alternatives
-from steprl.algo.loss import PolicyLoss, check_loss_settings
+from steprl.algo.loss import PolicyLoss, check_is_settings, check_loss_settings
 from steprl.algo.sampling import SRTrajScheduler, TaskScheduler, UniformScheduler
 from steprl.algo.samples import step_samples, trajectory_sample
 from steprl.algo.success_rate import SuccessRateRecorder, is_success
@@ -73,6 +76,8 @@ class AlgorithmSpec:
     kl_estimator: str = "k3"  # "k1" | "k2" | "k3"
     loss_agg: str = "token-mean"  # "token-mean" | "seq-mean-token-mean"
     entropy_coef: float = 0.0
+    is_correction: str = "none"  # "none" | "tis": truncated importance sampling of the sampler's tokens
+    is_cap: float = 2.0  # the largest importance weight "tis" keeps
     ppo_epochs: int = 2  # passes over the round's samples [chosen] for the tiny CPU policy; paper-scale experiments set 1
 
     def __post_init__(self) -> None:
@@ -154,6 +159,10 @@ class AlgorithmSpec:
             )
         except ValueError as error:
             found.append(str(error))
+        try:
+            check_is_settings(self.is_correction, self.is_cap)
+        except ValueError as error:
+            found.append(str(error))
         return found
 
     def validate(self) -> None:
@@ -182,6 +191,11 @@ class AlgorithmSpec:
 
     # ------------------------------------------------------------------ construction
     @classmethod
+    def create(cls, **values: Any) -> AlgorithmSpec:
+        """The Hydra target of conf/algo/*.yaml: `from_config` with keyword arguments."""
+        return cls.from_config(values)
+
+    @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> AlgorithmSpec:
         """From the algo config group (a dict or DictConfig); unknown keys are an error naming the
         closest known key, so a typo never silently keeps a default."""
@@ -196,28 +210,8 @@ class AlgorithmSpec:
             raise ValueError(f"Unknown algo setting {', '.join(hints)}. Known settings: {', '.join(known)}.")
         return cls(**values)
 
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> AlgorithmSpec:
-        """One of PRESETS (STEP, the baselines, the ablations), with optional overrides."""
-        if name not in PRESETS:
-            raise ValueError(f"Unknown algorithm preset '{name}'. Known presets: {', '.join(PRESETS)}.")
-        return cls(**{"name": name, **PRESETS[name], **overrides})
 
 
-#: Each preset is its difference from STEP's defaults (ALGORITHM.md §6).
-_WITHOUT_SR_TRAJ = {"sampling": "uniform"}
-_WITHOUT_SR_ADV = {"advantage": "grpo", "use_failed_trajectories": True}  # [reconstructed]
-PRESETS: dict[str, dict[str, Any]] = {
-    "step": {},
-    "t_grpo": {**_WITHOUT_SR_TRAJ, **_WITHOUT_SR_ADV, "sample_level": "trajectory", "augment": False},
-    # GiGPO's F_norm = 1 (mean only) at both levels, as in verl-agent's default
-    "gigpo": {**_WITHOUT_SR_TRAJ, "advantage": "gigpo", "use_failed_trajectories": True, "augment": False, "norm_by_std": False},
-    "step_no_srtraj": {**_WITHOUT_SR_TRAJ},
-    "step_no_sradv": {**_WITHOUT_SR_ADV},
-    "step_no_slgrpo": {"augment": False},
-    "step_no_both": {**_WITHOUT_SR_TRAJ, **_WITHOUT_SR_ADV},
-    "step_decomp_only": {**_WITHOUT_SR_TRAJ, **_WITHOUT_SR_ADV, "augment": False},
-}
 
 
 # --------------------------------------------------------------------------------------------

@@ -61,6 +61,7 @@ _REGISTRY: dict[str, str | Callable[..., GUIEnv]] = {
     "miniwob": "steprl.envs.miniwob:MiniWoBEnv",
     "osworld": "steprl.envs.osworld:OSWorldEnv",
     "androidworld": "steprl.envs.androidworld:AndroidWorldEnv",
+    "counter": "steprl.envs.counter:CounterEnv",  # a one-number toy desktop for tests and benchmarks
 }
 
 

@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torchmetrics import SumMetric
 
-from steprl.lightning.report import RoundReport
+from steprl.round import RoundReport
 
 
 def _log(pl_module: LightningModule, values: dict[str, float]) -> None:

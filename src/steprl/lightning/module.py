@@ -38,10 +38,11 @@ class StepLightningModule(LightningModule):
         self.loss = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self._epoch_has_tokens = True
+        self._update_this_batch = True  # the batch's `has_tokens`, read by optimizer_step
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        self._update_this_batch = bool(batch.get("has_tokens", True))
         mask = batch["target_mask"]
         logp, entropy = self.policy.token_logprobs(batch, with_entropy=True)
         ref_logp = self.policy.reference_logprobs(batch) if self.loss.kl_coef > 0 else None
@@ -53,7 +54,7 @@ class StepLightningModule(LightningModule):
             ref_logp=ref_logp,
             entropy=entropy,
             weights=batch["weights"],
-            is_weights=self.policy.importance_weights(batch),
+            rollout_logp=batch.get("rollout_logp"),
         )
         tokens = int(mask.sum())
         self.log_dict(
@@ -67,14 +68,15 @@ class StepLightningModule(LightningModule):
         return loss
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:  # type: ignore[override]
-        """Skip the parameter update for batches that carry no trainable token on any rank.
+        """Skip the parameter update for batches that carry no trainable token on any rank (the
+        batch's `has_tokens`, remembered by training_step).
 
         Such batches exist only to keep DDP ranks in step (padding) or when a round produced no
         sample at all (e.g. STEP with no successful trajectory); running the closure keeps every
         rank's collective calls aligned, and skipping the step keeps Adam's momentum from moving
         the weights on a zero gradient.
         """
-        if self.trainer.datamodule is not None and not self.trainer.datamodule.batch_has_tokens(batch_idx):
+        if not self._update_this_batch:
             if optimizer_closure is not None:
                 optimizer_closure()
             return

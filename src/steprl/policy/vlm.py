@@ -18,8 +18,6 @@ optionally wraps it in LoRA adapters (peft), and offers what the RL code needs:
 - engines (`engine="hf"` or `"vllm"`, options of the latter under `vllm`): before every
   training-path forward the policy calls `engine.offload()` (vLLM sleeps and frees its memory);
   the vLLM engine pushes the LoRA adapter itself when the trainable weights changed;
-- `importance_weights(batch)`: the truncated importance-sampling correction (`is_correction="tis"`,
-  cap `is_cap`) for the mismatch between the rollout engine's log-probs and the trainer's.
 
 π_θ is the model's next-token distribution with the layout tokens (`<|image_pad|>`,
 `<|vision_start|>`, `<|im_start|>`, ...) masked out, in sampling and training alike (engines.py).
@@ -50,7 +48,6 @@ import torch
 from torch import nn
 
 from steprl.errors import CheckpointError
-from steprl.algo.loss import truncated_is_weights
 from steprl.policy.engines import GenerationEngine, SamplingParams, make_engine, mask_logits
 from steprl.policy.inputs import DialogueEncoder, EncodedDialogue, model_image_size_for
 from steprl.policy.prompts import get_template
@@ -66,9 +63,6 @@ _LORA_KEYS = {"r", "alpha", "dropout", "target_modules", "include_vision"}
 
 #: The batch keys the model's forward takes (others, like target_mask, stay out).
 _MODEL_KEYS = ("input_ids", "attention_mask", "position_ids", "pixel_values", "image_grid_thw")
-
-
-IS_CORRECTIONS = ("none", "tis")
 
 
 
@@ -180,9 +174,6 @@ class VLMPolicy(nn.Module):
             in the checkpoint, else "absolute". Environments parse the model's actions with it.
         vllm: options of the vLLM engine (`vllm_engine.VLLMSettings`: gpu_memory_utilization,
             enable_sleep_mode, ...); read only when engine="vllm".
-        is_correction: "none" or "tis": truncated importance sampling of the rollout engine's samples,
-            w_t = min(exp(log π_old − log π_rollout), is_cap) per token (`importance_weights`).
-        is_cap: the largest importance weight kept by "tis".
     """
 
     def __init__(
@@ -207,8 +198,6 @@ class VLMPolicy(nn.Module):
         max_batch_size: int | None = None,
         coords: str | None = None,
         vllm: Mapping[str, Any] | None = None,
-        is_correction: str = "none",
-        is_cap: float = 2.0,
     ):
         super().__init__()
         if dtype not in DTYPES:
@@ -219,17 +208,11 @@ class VLMPolicy(nn.Module):
             raise ValueError(f"policy.temperature must be >= 0 (0 = greedy), got {temperature}.")
         if max_new_tokens < 1:
             raise ValueError(f"policy.max_new_tokens must be >= 1, got {max_new_tokens}.")
-        if is_correction not in IS_CORRECTIONS:
-            raise ValueError(f"policy.is_correction must be one of {', '.join(IS_CORRECTIONS)}, got '{is_correction}'.")
-        if is_cap <= 0.0:
-            raise ValueError(f"policy.is_cap must be > 0, got {is_cap}.")
         in_memory = isinstance(pretrained, ModelParts)
         if in_memory and (min_pixels is not None or max_pixels is not None):
             raise ValueError("min_pixels / max_pixels apply when loading a checkpoint; configure the image processor given to from_model.")
         self.pretrained = "<in memory>" if in_memory else str(pretrained)
         self.dtype_name = dtype
-        self.is_correction = is_correction
-        self.is_cap = float(is_cap)
         self.temperature = float(temperature)
         self.top_p = float(top_p)
         self.max_new_tokens = int(max_new_tokens)
@@ -453,8 +436,6 @@ class VLMPolicy(nn.Module):
         With `with_entropy`, also the entropy of π_θ(· | tokens_<t) at those positions (0 elsewhere).
         Training-path forwards first let the engine free the memory it holds (vLLM sleeps).
         """
-        if self.is_correction != "none" and torch.is_grad_enabled() and "rollout_logp" not in batch:
-            self._missing_rollout_logprobs()  # an update without the correction it was configured with
         self.engine.offload()
         return self._logprobs(self.hf_model, batch, with_entropy)
 
@@ -465,26 +446,6 @@ class VLMPolicy(nn.Module):
         batch = self.encoder.collate([encoded], padding_side="right")
         logp, _ = self._logprobs(self.hf_model, batch, False)
         return logp[0][batch["target_mask"][0].to(logp.device)].float().cpu().tolist()
-
-    def importance_weights(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
-        """Per-token weights correcting for sampling by the rollout engine instead of π_old, or None.
-
-        `is_correction="tis"`: w_t = min(exp(old_logp − rollout_logp), is_cap) on the target tokens
-        (`algo.loss.truncated_is_weights`), from the batch's `old_logp` (trainer, before the update)
-        and `rollout_logp` (the engine's log-probs of the sampled tokens). "none": None.
-        """
-        if self.is_correction == "none":
-            return None
-        if "rollout_logp" not in batch:
-            self._missing_rollout_logprobs()
-        return truncated_is_weights(batch["old_logp"], batch["rollout_logp"], batch["target_mask"], self.is_cap)
-
-    @staticmethod
-    def _missing_rollout_logprobs() -> None:
-        raise KeyError(
-            "policy.is_correction=tis needs the rollout engine's log-probs in the training batch (batch['rollout_logp'], "
-            "[B, T] like old_logp); this datamodule does not provide them. Set policy.is_correction=none."
-        )
 
     @torch.no_grad()
     def reference_logprobs(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:

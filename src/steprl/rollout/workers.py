@@ -20,8 +20,10 @@ from typing import Any
 
 from steprl.envs.base import EnvTarget, GUIEnv, build
 
-#: Operations a pool can ask a worker to run; "start" is the worker's own first reply.
-OPS = ("reset", "step", "evaluate")
+#: Operations a pool can ask a worker to run; "start" is the worker's own first reply. "call" runs
+#: `fn(env, *args)` for `arg = (fn, args)` with a module-level (picklable) `fn`: work on the env that is
+#: more than one step, such as replaying a trajectory and trying alternatives from a snapshot.
+OPS = ("reset", "step", "evaluate", "call")
 
 
 
@@ -44,6 +46,9 @@ def run_op(env: GUIEnv, op: str, arg: Any) -> Any:
         return env.step(arg)
     if op == "evaluate":
         return float(env.evaluate())
+    if op == "call":
+        fn, args = arg
+        return fn(env, *args)
     raise ValueError(f"unknown env operation '{op}' (expected one of {OPS})")
 
 
