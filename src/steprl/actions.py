@@ -19,15 +19,23 @@ Coordinate conventions (`coords`):
 Model points must lie in [0, frame] on both axes; they are mapped to screen pixels by rounding
 half up and clamping to the last pixel (so 1000 on the relative grid is the last column).
 
-Other decisions: a response with several actions (on separate lines, as UI-TARS writes them)
-yields the FIRST one, and text after that call on its own line is an error; responses longer than
-`MAX_RESPONSE_CHARS` are rejected before any parsing; hotkey keys are lower case, space
-separated, with aliases mapped (arrowleft -> left, control -> ctrl, return -> enter, ...).
+Other decisions:
+- the action section starts at the first "Action:" whose text parses (so the word "Action:" inside
+  the Thought is skipped); a trailing `# comment` after a call is ignored;
+- a response with several actions (one call per line, blank lines between, as UI-TARS writes
+  them): `parse_actions` returns all of them (at most `MAX_ACTIONS`, up to the first terminal
+  one), `parse_response` the first; each benchmark chooses with `env.multi_action` (docs/benchmarks.md);
+  the list ends at the first later line that is not a valid call (it and the rest are ignored);
+- responses longer than `MAX_RESPONSE_CHARS` are rejected before any parsing; every malformed
+  output (also numbers too large for a float) is an `ActionParseError`, never another exception;
+- hotkey keys are lower case, space separated, with aliases mapped (arrowleft -> left, control ->
+  ctrl, return -> enter, ...).
 """
 
 from __future__ import annotations
 
 import ast
+import base64
 import math
 import re
 
@@ -39,6 +47,8 @@ from steprl.types import Action
 #: Responses longer than this are rejected outright (a runaway generation, or an attack on the
 #: parser); UI-TARS responses with a long Thought stay well below it.
 MAX_RESPONSE_CHARS = 8192
+#: At most this many actions are read from one response (`parse_actions`); more is an error.
+MAX_ACTIONS = 8
 
 COORDS = ("absolute", "relative1000")
 SCROLL_DIRECTIONS = ("up", "down", "left", "right")
@@ -105,6 +115,8 @@ _PRINTABLE_KEYS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789`-=[]\\;',./+*!
 _ACTION_HEAD = re.compile(r"(?:^|(?<=\s))Action[ \t]*:[ \t]*")
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 _END_TOKENS = re.compile(r"<\|[a-z_]+\|>|\[EOS\]|</s>")  # end-of-turn tokens a decoder may leave in
+_COMMENT = re.compile(r"^\s*#.*$")  # a `# comment` the model echoes after a call
+_CALL_START = re.compile(r"[A-Za-z_]\w*\s*\(")  # a line that starts like a call
 _BOX_NOISE = re.compile(r"<\|box_start\|>|<\|box_end\|>|</?point>|</?bbox>|[()\[\]]")
 
 
@@ -175,13 +187,25 @@ def parse_response(
     coords: str = "absolute",
     image_size: tuple[int, int] | None = None,
 ) -> Action:
-    """Parse a UI-TARS response into an `Action` in absolute screen pixels.
+    """Parse a UI-TARS response into an `Action` in absolute screen pixels (the first action when
+    the response holds several; see `parse_actions`).
 
     Accepts "Thought: ... Action: ...", "Reflection: ... Action_Summary: ... Action: ...", a bare
     "Action: ..."; box tokens, ``<point>x y</point>``, points (x,y) and boxes (x1,y1,x2,y2) (their
-    centre). Several actions in one response: the first is returned. Raises `ActionParseError`
-    with the reason for anything else; never executes any part of the text.
+    centre). Raises `ActionParseError` with the reason for anything else; never executes any part
+    of the text.
     """
+    return parse_actions(text, screen_size, coords, image_size)[0]
+
+
+def parse_actions(
+    text: str,
+    screen_size: tuple[int, int],
+    coords: str = "absolute",
+    image_size: tuple[int, int] | None = None,
+) -> list[Action]:
+    """Every action of a UI-TARS response, in order (one call per line), up to the first terminal
+    one (finished / call_user). Raises `ActionParseError` for a malformed response."""
     frame = model_frame(screen_size, coords, image_size)
     screen = _check_size(screen_size, "screen_size")
     if not isinstance(text, str):
@@ -190,15 +214,50 @@ def parse_response(
         raise ActionParseError(f"the response is {len(text)} characters long; the limit is {MAX_RESPONSE_CHARS}")
     if not text.strip():
         raise ActionParseError("the response is empty")
-    head = _ACTION_HEAD.search(text)
-    if head is None:
+    heads = list(_ACTION_HEAD.finditer(text))
+    if not heads:
         raise ActionParseError("no 'Action:' found in the response")
-    rest = text[head.end() :].replace("<|box_start|>", "").replace("<|box_end|>", "").lstrip()
+    first_error: ActionParseError | None = None
+    for head in heads:  # "Action:" may also appear inside the Thought: the first one that parses wins
+        try:
+            return _parse_action_section(text[head.end() :], screen, frame)
+        except ActionParseError as error:
+            first_error = first_error or error
+        except (OverflowError, RecursionError, MemoryError) as error:  # a number or nesting no float holds
+            first_error = first_error or ActionParseError(f"the action holds a value out of range ({type(error).__name__})")
+    assert first_error is not None
+    raise first_error
+
+
+def _parse_action_section(section: str, screen: tuple[int, int], frame: tuple[int, int]) -> list[Action]:
+    """The calls after one "Action:" head: the first must parse; the section ends at the first
+    later line that is not a valid call (that line and the rest are never run)."""
+    rest = section.replace("<|box_start|>", "").replace("<|box_end|>", "").lstrip()
+    actions = [_parse_one(rest, screen, frame)]
+    rest = rest[actions[0][1] :]
+    while not actions[-1][0].is_terminal:
+        rest = rest.lstrip()
+        if not _CALL_START.match(rest):
+            break
+        if len(actions) == MAX_ACTIONS:
+            raise ActionParseError(f"more than {MAX_ACTIONS} actions in one response")
+        try:
+            actions.append(_parse_one(rest, screen, frame))
+        except ActionParseError:
+            break  # what follows the actions is not run (nor is anything after it)
+        rest = rest[actions[-1][1] :]
+    return [action for action, _ in actions]
+
+
+def _parse_one(rest: str, screen: tuple[int, int], frame: tuple[int, int]) -> tuple[Action, int]:
+    """The call at the start of `rest` -> (its Action, how many characters it used up to its line end)."""
     try:
         call_text = _first_call(rest)
-        trailing = _END_TOKENS.sub("", rest[len(call_text) :].split("\n", 1)[0])
+        line, newline, _ = rest[len(call_text) :].partition("\n")
+        trailing = _COMMENT.sub("", _END_TOKENS.sub("", line))
         if trailing.strip():  # "click(...).__class__" is not "one action, then maybe another"
             raise ActionParseError(f"unexpected text after the action: {_clip(trailing)}")
+        used = len(call_text) + len(line) + len(newline)
         name, kwargs = _parse_call(call_text)
     except ActionParseError:
         # type() content with an unescaped quote inside ("it's") is common; repair it as the
@@ -206,11 +265,12 @@ def parse_response(
         repaired = _repair_type_call(rest)
         if repaired is None:
             raise
+        call_text, used = repaired
         try:
-            name, kwargs = _parse_call(repaired)
+            name, kwargs = _parse_call(call_text)
         except ActionParseError:
             raise ActionParseError(f"type() content has unbalanced quotes: {_clip(rest)}") from None
-    return _build_action(name, kwargs, screen, frame)
+    return _build_action(name, kwargs, screen, frame), used
 
 
 def _first_call(text: str) -> str:
@@ -245,17 +305,18 @@ def _first_call(text: str) -> str:
     raise ActionParseError(f"the action is not a call like click(start_box='(x,y)'): {_clip(text)}")
 
 
-_TYPE_CALL = re.compile(r"type\(\s*content\s*=\s*(['\"])(.*?)\1\s*\)[ \t]*(?:\n|$)", re.DOTALL)
+_TYPE_CALL = re.compile(r"type\(\s*content\s*=\s*(['\"])(.*?)\1\s*\)[ \t]*(?:#[^\n]*)?(?:\n|$)", re.DOTALL)
 
 
-def _repair_type_call(text: str) -> str | None:
-    """`type(content='it's')` -> `type(content='it\\'s')`, or None when `text` is no type call."""
+def _repair_type_call(text: str) -> tuple[str, int] | None:
+    """`type(content='it's')` -> (`type(content='it\\'s')`, characters used), or None when `text`
+    is no type call."""
     match = _TYPE_CALL.match(text)
     if match is None:
         return None
     quote, body = match.group(1), match.group(2)
     body = re.sub(r"(?<!\\)" + quote, "\\\\" + quote, body)  # escape the bare inner quotes
-    return f"type(content={quote}{body}{quote})"
+    return f"type(content={quote}{body}{quote})", match.end()
 
 
 def _clip(text: str, limit: int = 80) -> str:
@@ -521,17 +582,39 @@ def action_to_response(
     return f"{prefix}Action: {call}"
 
 
+def type_code(text: str, paste_keys: tuple[str, ...] = ("ctrl", "v")) -> str:
+    """pyautogui code that types `text` exactly: each line is put on the clipboard and pasted
+    (`paste_keys`), each newline presses Enter.
+
+    Why not pyautogui.write: it types through key names, so `<` arrives as `>` on some layouts
+    and letters outside ASCII are dropped. The line travels base64-encoded, so no quote,
+    backslash or rewrite of the command on its way to the VM can change it (OSWorld rewrites
+    `typewrite` calls that hold `<`). The VM needs `pyperclip` (OSWorld's images have it).
+    """
+    lines = text.replace("\r\n", "\n").split("\n")
+    code = ["import base64, pyperclip"]
+    for index, line in enumerate(lines):
+        if index > 0:
+            code.append("pyautogui.press('enter')")
+        if line:
+            encoded = base64.b64encode(line.encode("utf-8")).decode("ascii")
+            code.append(f"pyperclip.copy(base64.b64decode('{encoded}').decode('utf-8'))")
+            code.append(f"pyautogui.hotkey({', '.join(repr(k) for k in paste_keys)})")
+            code.append("time.sleep(0.1)")
+    return "\n".join(code)
+
+
 def _pyautogui_keys(keys: str) -> list[str]:
     return keys.split()
 
 
-def action_to_pyautogui(action: Action) -> str:
+def action_to_pyautogui(action: Action, paste_keys: tuple[str, ...] = ("ctrl", "v")) -> str:
     """pyautogui code for `action` (absolute screen pixels), or OSWorld's special strings:
     wait -> "WAIT", finished -> "DONE", call_user -> "FAIL".
 
-    type() uses pyautogui.write (no clipboard needed; pyautogui types ASCII only) and presses
-    Enter for a trailing newline; left/right scroll use pyautogui.hscroll; press() taps the key
-    (the ui-tars package maps it to keyDown). Mobile-only actions raise ActionParseError.
+    type() pastes through the clipboard (`type_code`), so every character arrives as written;
+    left/right scroll use pyautogui.hscroll; press() taps the key (the ui-tars package maps it to
+    keyDown). Mobile-only actions raise ActionParseError.
     """
     kind, point = action.type, action.point
     if kind == "wait":
@@ -563,12 +646,7 @@ def action_to_pyautogui(action: Action) -> str:
         function = {"press": "press", "keydown": "keyDown", "keyup": "keyUp"}[kind]
         return f"pyautogui.{function}({(action.text or '')!r})"
     if kind == "type":
-        content = action.text or ""
-        body, enter = (content[:-1], True) if content.endswith("\n") else (content, False)
-        lines = [f"pyautogui.write({body!r}, interval=0.02)"] if body else []
-        if enter:
-            lines.append("pyautogui.press('enter')")
-        return "\n".join(lines)
+        return type_code(action.text or "", paste_keys)
     if kind == "scroll":
         where = f", x={point[0]}, y={point[1]}" if point is not None else ""
         amount = {"up": ("scroll", 5), "down": ("scroll", -5), "right": ("hscroll", 5), "left": ("hscroll", -5)}

@@ -68,6 +68,7 @@ def test_end_of_turn_tokens_after_the_action_are_ignored():
 
 
 def test_several_actions_take_the_first():
+    """parse_response keeps its contract (the first action); parse_actions returns them all."""
     text = "Thought: two things\nAction: click(start_box='(10,20)')\n\ntype(content='hello')"
     assert parse(text) == Action("click", point=(10, 20))
     # what follows the first action is ignored, never run
@@ -229,10 +230,7 @@ def test_action_to_pyautogui():
         "pyautogui.moveTo(1, 2)\npyautogui.dragTo(5, 6, duration=0.5, button='left')"
     )
     assert action_to_pyautogui(Action("hotkey", text="ctrl s")) == "pyautogui.hotkey('ctrl', 's')"
-    assert action_to_pyautogui(Action("type", text="hi 'x'\n")) == (
-        "pyautogui.write(\"hi 'x'\", interval=0.02)\npyautogui.press('enter')"
-    )
-    assert action_to_pyautogui(Action("type", text="\n")) == "pyautogui.press('enter')"
+    assert action_to_pyautogui(Action("type", text="\n")) == "import base64, pyperclip\npyautogui.press('enter')"
     assert action_to_pyautogui(Action("scroll", point=(7, 8), direction="down")) == "pyautogui.scroll(-5, x=7, y=8)"
     assert action_to_pyautogui(Action("scroll", direction="up")) == "pyautogui.scroll(5)"
     assert action_to_pyautogui(Action("scroll", point=(7, 8), direction="left")) == "pyautogui.hscroll(-5, x=7, y=8)"
@@ -250,14 +248,8 @@ def test_action_to_pyautogui():
 def test_pyautogui_code_quotes_hostile_text_safely():
     text = "'); import os; os.system('x'); ('"
     code = action_to_pyautogui(Action("type", text=text))
-    namespace: dict = {}
-
-    class Recorder:
-        def write(self, content, interval):
-            namespace["typed"] = content
-
-    exec(code, {"pyautogui": Recorder()})  # noqa: S102 - our own generated code, checked here
-    assert namespace["typed"] == text
+    assert "os.system" not in code  # the text travels encoded, never as code
+    assert typed_in_vm(code) == text
 
 
 # -- malformed and adversarial output ---------------------------------------------------------------
@@ -411,3 +403,127 @@ def test_random_fuzz_never_raises_anything_else():
             parse(text)
         except ActionParseError:
             pass
+
+
+# -- issue 15 item 9 / issue 16 item 3: real outputs the parser must accept or refuse cleanly ---------
+
+
+def test_the_word_action_inside_the_thought_is_skipped():
+    text = "Thought: The next Action: click the Save button.\nAction: click(start_box='(10,20)')"
+    assert parse(text) == Action("click", point=(10, 20))
+    # also when the Thought quotes an earlier action that no longer parses as the whole section
+    text = "Thought: Action: click(start_box='(1,1)') did nothing.\nAction: hotkey(key='ctrl s')"
+    assert parse(text) == Action("hotkey", text="ctrl s")
+    # a type() content that holds "Action:" is still typed as written
+    assert parse("Action: type(content='Action: done')") == Action("type", text="Action: done")
+
+
+def test_a_trailing_comment_after_the_call_is_ignored():
+    assert parse("Action: click(start_box='(10,20)')  # the OK button") == Action("click", point=(10, 20))
+    assert parse("Action: type(content='it's')  # with a quote") == Action("type", text="it's")
+    with pytest.raises(ActionParseError, match="unexpected text"):
+        parse("Action: click(start_box='(10,20)') and then save")
+
+
+def test_parse_actions_returns_every_action_up_to_a_terminal_one():
+    from steprl.actions import MAX_ACTIONS, parse_actions
+
+    text = "Thought: copy, then paste\nAction: hotkey(key='ctrl c')\n\nhotkey(key='ctrl v')  # paste\n\nfinished()\n\nclick(start_box='(1,1)')"
+    assert parse_actions(text, SCREEN) == [Action("hotkey", text="ctrl c"), Action("hotkey", text="ctrl v"), Action("finished")]
+    # a later line that is not a valid call ends the list; nothing after it is read
+    assert parse_actions("Action: wait()\nThat is all.\nclick(start_box='(1,1)')", SCREEN) == [Action("wait")]
+    many = "Action: " + "\n".join(["wait()"] * (MAX_ACTIONS + 1))
+    with pytest.raises(ActionParseError, match=f"more than {MAX_ACTIONS} actions"):
+        parse_actions(many, SCREEN)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "click(start_box=(" + "9" * 400 + ",5))",  # an unquoted tuple: OverflowError before the fix
+        "click(start_box=" + "9" * 400 + ")",
+        "long_press(start_box='(5,5)', time=" + "9" * 400 + ")",
+        "scroll(start_box=[" + "9" * 400 + ", 1], direction='down')",
+    ],
+)
+def test_a_400_digit_integer_is_an_invalid_action_not_a_crash(call):
+    with pytest.raises(ActionParseError):
+        parse(f"Thought: big\nAction: {call}")
+
+
+def test_a_400_digit_integer_costs_one_turn_in_minidesk():
+    from steprl.envs import make
+
+    env = make("minidesk")
+    task = env.tasks("train")[0]
+    env.reset(task)
+    result = env.step("Action: click(start_box=(" + "9" * 400 + ",5))")
+    assert result.info["action_valid"] is False and "out of range" in result.info["error"]
+    assert result.info["steps"] == 1 and not result.done
+
+
+# -- issue 15 item 4: type() reaches the VM byte for byte ----------------------------------------------
+
+
+class _Recorder:
+    """Stand-ins for pyautogui / pyperclip / time inside the VM: a keyboard that inserts the
+    clipboard on ctrl+v and a newline on Enter, and refuses everything else."""
+
+    def __init__(self) -> None:
+        self.clipboard, self.typed = "", ""
+
+    # pyperclip
+    def copy(self, text: str) -> None:
+        assert isinstance(text, str)
+        self.clipboard = text
+
+    # pyautogui
+    def hotkey(self, *keys: str) -> None:
+        assert keys == ("ctrl", "v"), keys
+        self.typed += self.clipboard
+
+    def press(self, key: str) -> None:
+        assert key == "enter", key
+        self.typed += "\n"
+
+    def sleep(self, seconds: float) -> None:
+        assert 0 <= seconds < 1
+
+
+def typed_in_vm(code: str) -> str:
+    """Run `code` as OSWorld's VM server runs a command (pyautogui and time imported) against the
+    recording stand-ins, and return what reached the focused window."""
+    import sys
+    import types
+
+    recorder = _Recorder()
+    fake_clip = types.ModuleType("pyperclip")
+    fake_clip.copy = recorder.copy  # type: ignore[attr-defined]
+    saved = sys.modules.get("pyperclip")
+    sys.modules["pyperclip"] = fake_clip
+    try:
+        exec(code, {"pyautogui": recorder, "time": recorder})  # noqa: S102 - our own generated code
+    finally:
+        if saved is None:
+            del sys.modules["pyperclip"]
+        else:
+            sys.modules["pyperclip"] = saved
+    return recorder.typed
+
+
+TYPED_TEXTS = [
+    "a < b > c",
+    "it's \"quoted\" and 'single'",
+    "C:\\path\\to\\file \\n not a newline",
+    "line one\nline two\n",
+    "café naïve Ærøskøbing Straße",
+    "日本語のテキスト 中文 العربية",
+    "emoji 🎉 and tab\tinside",
+    "pyautogui.typewrite('<x>')",
+]
+
+
+@pytest.mark.parametrize("text", TYPED_TEXTS)
+def test_typed_text_reaches_the_vm_intact(text):
+    code = action_to_pyautogui(parse(f"Action: type(content={text!r})"))
+    assert typed_in_vm(code) == text

@@ -1,4 +1,6 @@
-"""AndroidWorldEnv against the strict fake `android_world` package (tests/fakes), no emulator."""
+"""AndroidWorldEnv against AndroidWorld's REAL JSONAction, actuation and adb_utils code (copied
+unmodified from google-research/android_world into tests/fakes/android_world, see UPSTREAM.md; it
+needs `android-env`), with the emulator, the task registry and env_launcher replaced by fakes."""
 
 from __future__ import annotations
 
@@ -22,8 +24,13 @@ ALL_NAMES = ["ClockTimerEntry", "ContactsAddContact", "RetroPlaylistCount", "Sys
 
 @pytest.fixture
 def fakes(monkeypatch: pytest.MonkeyPatch):
-    """Put the fake android_world on sys.path; forget it afterwards."""
+    """Put the android_world test package on sys.path; forget it afterwards. AndroidWorld's own
+    waits (1 s after a wait or a focus tap) are skipped."""
+    pytest.importorskip("android_env", reason="AndroidWorld's code needs android-env: pip install -r requirements/android-test.txt")
     monkeypatch.syspath_prepend(str(FAKES))
+    import time
+
+    monkeypatch.setattr(time, "sleep", lambda s: None)
     yield
     for name in [n for n in sys.modules if n == "android_world" or n.startswith("android_world.")]:
         del sys.modules[name]
@@ -78,24 +85,23 @@ def test_random_params_are_seeded_and_leave_the_global_random_state_alone(fakes)
 
 
 # ------------------------------------------------------------------------------------------ building
-def test_the_fake_is_strict(fakes):
+def test_the_upstream_code_is_strict(fakes):
     from android_world.env import env_launcher, json_action
 
     with pytest.raises(TypeError):
         env_launcher.load_and_setup_env(5554)
     with pytest.raises(ValueError, match="console port"):
         env_launcher.load_and_setup_env(console_port=5555)
-    with pytest.raises(TypeError, match="x must be an int"):
-        json_action.JSONAction(action_type="click", x=1.5, y=2)
     with pytest.raises(ValueError, match="index or"):
         json_action.JSONAction(action_type="click", index=1, x=1, y=2)
     with pytest.raises(ValueError, match="Invalid action type"):
         json_action.JSONAction(action_type="type")
+    with pytest.raises(ValueError, match="Invalid action type"):
+        json_action.JSONAction(action_type="drag_and_drop")  # upstream has no point-to-point JSONAction
     device = env_launcher.load_and_setup_env(console_port=5554)
     with pytest.raises(TypeError):
         device.get_state(True)
-    with pytest.raises(ValueError, match="Invalid click action"):
-        device.execute_action(json_action.JSONAction(action_type="input_text", text="hi"))  # needs a target
+    assert "UPSTREAM COPY" in Path(json_action.__file__).read_text()  # the real code, not a stand-in
 
 
 def test_config_file_builds_without_touching_an_emulator(fakes):
@@ -164,6 +170,7 @@ def test_reset_step_evaluate_close_round_trip(fakes):
     end = env.step("Action: finished()")
     assert end.done and end.info["ended_by"] == "finished"
     assert device.executed[-1].action_type == "status" and device.executed[-1].goal_status == "complete"
+    assert adb(device)[:1] == [("tap", 950, 350)]  # what AndroidWorld's actuation sent to the device
     score = env.evaluate()
     assert isinstance(score, float) and score == 1.0
     env.close()
@@ -185,49 +192,103 @@ def test_transition_pause_reads_the_screen_without_waiting_for_stability(fakes):
     env = build(transition_pause_s=0.0)
     start(env, "SystemWifiTurnOn")
     env.step("Action: wait()")
-    assert env.device.state_requests == [False, False]
+    # reset's screen, AndroidWorld's execute_action reading the elements, the screen after the action
+    assert env.device.state_requests == [False, False, False]
     env.close()
 
 
 CLICK_FIELD = "Action: click(start_box='(540,650)')"
 
 
+def adb(device) -> list[tuple]:
+    """The AdbRequests AndroidWorld's code sent to the phone, as short tuples."""
+    out: list[tuple] = []
+    for request in device.phone.requests:
+        kind = request.WhichOneof("command")
+        if kind == "tap":
+            out.append(("tap", request.tap.x, request.tap.y))
+        elif kind == "press_button":
+            from android_env.proto import adb_pb2
+
+            out.append((adb_pb2.AdbRequest.PressButton.Button.Name(request.press_button.button).lower(),))
+        elif kind == "input_text":
+            out.append(("text", request.input_text.text))
+        else:
+            args = list(request.generic.args)
+            out.append(("swipe", *map(int, args[3:7])) if args[:3] == ["shell", "input", "swipe"] else ("generic", *args))
+    return out
+
+
+# The fake phone's elements (see tests/fakes/android_world/env/interface.py): 0 a list over
+# (0..1080, 800..2200); 2 the text field, centre ((100+980)/2, (600+700)/2) = (540, 650); 3 a smaller
+# list over (600..1000, 1000..1800), centre (800, 1400).
 @pytest.mark.parametrize(
-    "before, response, expected",
+    "before, response, steps, sent",
     [
-        ([], "Action: click(start_box='(10,20)')", [{"action_type": "click", "x": 10, "y": 20}]),
-        ([], "Action: left_double(start_box='(10,20)')", [{"action_type": "double_tap", "x": 10, "y": 20}]),
-        ([], "Action: long_press(start_box='(10,20)')", [{"action_type": "long_press", "x": 10, "y": 20}]),
-        # type() goes to the focused field (centre of the fake's EditText: ((100+980)/2, (600+700)/2))
-        ([CLICK_FIELD], "Action: type(content='Ada\\n')", [{"action_type": "input_text", "text": "Ada", "x": 540, "y": 650}]),
-        ([], "Action: type(content='\\n')", [{"action_type": "keyboard_enter"}]),
-        # a point inside the scrollable list (element index 2) scrolls that element
-        ([], "Action: scroll(start_box='(500,1500)', direction='down')", [{"action_type": "scroll", "direction": "down", "index": 2}]),
-        ([], "Action: scroll(direction='up')", [{"action_type": "scroll", "direction": "up"}]),
-        ([], "Action: drag(start_box='(500,2000)', end_box='(500,500)')", [{"action_type": "swipe", "direction": "up"}]),
-        ([], "Action: drag(start_box='(500,500)', end_box='(500,2000)')", [{"action_type": "swipe", "direction": "down"}]),
-        ([], "Action: drag(start_box='(100,500)', end_box='(900,600)')", [{"action_type": "swipe", "direction": "left"}]),
-        ([], "Action: drag(start_box='(900,500)', end_box='(100,600)')", [{"action_type": "swipe", "direction": "right"}]),
-        ([], "Action: open_app(app_name='Clock')", [{"action_type": "open_app", "app_name": "Clock"}]),
-        ([], "Action: press_home()", [{"action_type": "navigate_home"}]),
-        ([], "Action: press_back()", [{"action_type": "navigate_back"}]),
-        ([], "Action: wait()", [{"action_type": "wait"}]),
-        ([], "Action: hotkey(key='enter')", [{"action_type": "keyboard_enter"}]),
+        ([], "Action: click(start_box='(10,20)')", [{"action_type": "click", "x": 10, "y": 20}], [("tap", 10, 20)]),
+        ([], "Action: left_double(start_box='(10,20)')", [{"action_type": "double_tap", "x": 10, "y": 20}], [("tap", 10, 20), ("tap", 10, 20)]),
+        ([], "Action: long_press(start_box='(10,20)')", [{"action_type": "long_press", "x": 10, "y": 20}], [("swipe", 10, 20, 10, 20)]),
+        # type(): a tap on the focused field, then the text as written; Enter only for "\n"
+        ([CLICK_FIELD], "Action: type(content='Ada')", [{"action_type": "click", "x": 540, "y": 650}, {"adb": "type", "text": "Ada"}],
+         [("tap", 540, 650), ("text", "Ada")]),
+        ([CLICK_FIELD], "Action: type(content='Ada Lovelace\n')", [{"action_type": "click", "x": 540, "y": 650}, {"adb": "type", "text": "Ada Lovelace\n"}],
+         [("tap", 540, 650), ("text", "Ada"), ("text", "%s"), ("text", "Lovelace"), ("enter",)]),
+        # scroll at a point: inside the smallest scrollable element seen there, centre -> top edge for "down"
+        ([], "Action: scroll(start_box='(800,1500)', direction='down')", [{"adb": "swipe", "start": (800, 1400), "end": (800, 1000), "duration_ms": None}],
+         [("swipe", 800, 1400, 800, 1000)]),
+        # ... element index 0 (the big list) is scrolled too, not the whole screen
+        ([], "Action: scroll(start_box='(300,1500)', direction='up')", [{"adb": "swipe", "start": (540, 1500), "end": (540, 2200), "duration_ms": None}],
+         [("swipe", 540, 1500, 540, 2200)]),
+        ([], "Action: scroll(direction='up')", [{"action_type": "scroll", "direction": "up"}], [("swipe", 540, 1200, 540, 2400)]),
+        # drag keeps the model's points (upward drags do not start on the home-gesture edge)
+        ([], "Action: drag(start_box='(500,2000)', end_box='(480,500)')", [{"adb": "swipe", "start": (500, 2000), "end": (480, 500), "duration_ms": 500}],
+         [("swipe", 500, 2000, 480, 500)]),
+        ([], "Action: drag(start_box='(100,500)', end_box='(900,600)')", [{"adb": "swipe", "start": (100, 500), "end": (900, 600), "duration_ms": 500}],
+         [("swipe", 100, 500, 900, 600)]),
+        ([], "Action: open_app(app_name='Clock')", [{"action_type": "open_app", "app_name": "Clock"}], None),
+        ([], "Action: press_home()", [{"action_type": "navigate_home"}], [("home",)]),
+        ([], "Action: press_back()", [{"action_type": "navigate_back"}], [("back",)]),
+        ([], "Action: wait()", [{"action_type": "wait"}], []),
+        ([], "Action: hotkey(key='enter')", [{"action_type": "keyboard_enter"}], [("enter",)]),
         ([], "Action: finished(content='12')",
-         [{"action_type": "answer", "text": "12"}, {"action_type": "status", "goal_status": "complete"}]),
-        ([], "Action: call_user()", [{"action_type": "status", "goal_status": "infeasible"}]),
+         [{"action_type": "answer", "text": "12"}, {"action_type": "status", "goal_status": "complete"}], []),
+        ([], "Action: call_user()", [{"action_type": "status", "goal_status": "infeasible"}], []),
     ],
-)
-def test_every_action_type_becomes_the_right_json_action(fakes, before, response, expected):
+)  # fmt: skip
+def test_every_action_reaches_the_device_as_the_model_asked(fakes, before, response, steps, sent):
     env = build()
     start(env, "ContactsAddContact")
     for text in before:
         env.step(text)
-    done_before = len(env.device.executed)
+    done_before = len(env.device.phone.requests)
     result = env.step(response)
     assert result.info["action_valid"], result.info["error"]
-    assert result.info["json_actions"] == expected
-    assert [a.as_dict() for a in env.device.executed[done_before:]] == expected  # what the device received
+    assert result.info["json_actions"] == steps
+    if sent is not None:
+        assert adb(env.device)[done_before:] == sent  # what reached the device
+    env.close()
+
+
+def test_typed_text_reaches_the_field_without_an_extra_enter(fakes):
+    env = build()
+    start(env, "ContactsAddContact")
+    env.step(CLICK_FIELD)
+    env.step("Action: type(content='it\'s \"Ada\" & co')")
+    assert env.device.field_text == 'it\'s "Ada" & co' and env.device.phone.enters == 0
+    env.step("Action: type(content='\n')")
+    assert env.device.phone.enters == 1
+    env.close()
+
+
+def test_scroll_uses_the_elements_the_model_saw(fakes):
+    """AndroidWorld resolves an element index against a fresh element list; the adapter swipes in
+    the box of the element that was on the observed screen, even if the list re-orders."""
+    env = build()
+    start(env, "ContactsAddContact")
+    env.device.phone.elements_changed = True  # the live list is now in another order
+    done_before = len(env.device.phone.requests)
+    env.step("Action: scroll(start_box='(800,1500)', direction='down')")
+    assert adb(env.device)[done_before:] == [("swipe", 800, 1400, 800, 1000)]
     env.close()
 
 
@@ -236,10 +297,11 @@ def test_every_action_type_becomes_the_right_json_action(fakes, before, response
     [
         ("click the switch", "no 'Action:'"),
         ("Action: click(start_box='(1200,20)')", "outside the screen"),
-        ("Action: type(content='Ada')", "click the field first"),  # nothing focused, nothing tapped yet
         ("Action: hotkey(key='ctrl c')", "only enter"),
         ("Action: right_single(start_box='(10,20)')", "no AndroidWorld equivalent"),
         ("Action: hover(start_box='(10,20)')", "no AndroidWorld equivalent"),
+        ("Action: drag(start_box='(10,20)', end_box='(10,20)')", "same point"),
+        ("Action: click(start_box=(" + "9" * 400 + ",5))", "out of range"),
     ],
 )
 def test_malformed_or_impossible_output_costs_a_turn_without_touching_the_device(fakes, response, reason):
@@ -247,16 +309,18 @@ def test_malformed_or_impossible_output_costs_a_turn_without_touching_the_device
     _, obs = start(env, "SystemWifiTurnOn")
     result = env.step(response)
     assert result.info["action_valid"] is False and reason in result.info["error"]
-    assert env.device.executed == [] and result.observation is obs and result.info["steps"] == 1
+    assert env.device.executed == [] and env.device.phone.requests == [] and result.observation is obs and result.info["steps"] == 1
     env.close()
 
 
 def test_type_uses_the_last_tap_when_no_field_reports_focus(fakes):
     env = build()
     start(env, "ContactsAddContact")
-    env.step("Action: click(start_box='(300,1000)')")  # a tap outside the EditText: nothing focused
+    env.device.phone.ui_elements = lambda: []  # the screen reports no elements (as some apps do)
+    env.step("Action: click(start_box='(300,650)')")  # inside the field: the phone focuses it
     result = env.step("Action: type(content='Ada')")
-    assert result.info["json_actions"] == [{"action_type": "input_text", "text": "Ada", "x": 300, "y": 1000}]
+    assert result.info["json_actions"] == [{"action_type": "click", "x": 300, "y": 650}, {"adb": "type", "text": "Ada"}]
+    assert env.device.field_text == "Ada"
     env.close()
 
 
@@ -298,7 +362,7 @@ def test_success_counts_only_if_the_agent_ended_the_episode(fakes):
 def test_a11y_observation_lists_the_ui_elements(fakes):
     env = build(observation="both")
     _, obs = start(env, "SystemWifiTurnOn")
-    assert obs.a11y.splitlines()[0] == "0: Switch 'Wi-Fi' at (950, 350)"
+    assert obs.a11y.splitlines()[1] == "1: Switch 'Wi-Fi' at (950, 350)"
     assert "[editable]" in obs.a11y and "[scrollable]" in obs.a11y
     env.close()
 

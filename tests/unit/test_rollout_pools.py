@@ -3,14 +3,18 @@ restarts, clean shutdown and the errors a user can cause."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
 from steprl.envs import MissingDependencyError, register
 from steprl.rollout import EnvPoolError, InProcessPool, LocalPool
-from steprl.rollout.testing import COUNTER_ENV, UP, CounterEnv
+from steprl.rollout.testing import UP, CounterEnv  # "counter" is a registered env
 from steprl.types import Observation, StepResult, Task
 
 TASK = Task(id="t", family="counter", instruction="Set the counter to 1, then finish.", config={"goal": 1})
@@ -26,11 +30,6 @@ class Recorder:
         self.envs.append(CounterEnv(**kwargs))
         self.envs[-1].seed = kwargs.get("fault_seed")  # type: ignore[attr-defined]
         return self.envs[-1]
-
-
-@pytest.fixture(autouse=True)
-def counter_env() -> None:
-    register("counter", COUNTER_ENV)
 
 
 def run_op(pool, worker, op, arg=None, timeout_s=5.0):
@@ -183,3 +182,92 @@ def test_an_unpicklable_env_result_is_a_failed_op_not_a_dead_worker() -> None:
         assert not result.ok and "must be picklable" in result.error
         worker_thread = pool._handles[0]  # noqa: SLF001 - test introspection
         assert pool.state(0) == "failed" and worker_thread.is_alive()  # failed op, live worker
+
+
+# -- issue 15 item 3: every env a worker built is closed, also when the worker is stopped or killed --
+
+
+class ClosingEnv(CounterEnv):
+    """A CounterEnv whose reset can hang and whose close leaves a mark on disk (what matters for
+    a VM: the close ran in the worker, even though the worker was stopped)."""
+
+    def __init__(self, marker: str, reset_s: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.marker, self.reset_s = marker, reset_s
+
+    def reset(self, task):
+        time.sleep(self.reset_s)  # a VM boot that hangs
+        return super().reset(task)
+
+    def close(self) -> None:
+        with open(self.marker, "a") as out:
+            out.write(f"closed by {os.getpid()}\n")
+
+
+def _wait_for(predicate, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_an_op_past_its_limit_is_stopped_by_the_worker_which_closes_its_env(tmp_path: Path) -> None:
+    register("closing", ClosingEnv)
+    marker = tmp_path / "closed.txt"
+    with LocalPool("closing", {"marker": str(marker), "reset_s": 60.0}, num_workers=1, close_timeout_s=20.0) as pool:
+        began = time.monotonic()
+        result = run_op(pool, 0, "reset", TASK, timeout_s=1.0)
+        took = time.monotonic() - began
+        assert result.timed_out and not result.ok and "ran past its 1 s limit" in result.error
+        # the worker's own limit fired (about 1 s), long before the pool's kill (1 s + 20 s grace)
+        assert took < 10.0, took
+        assert marker.read_text().count("closed") == 1  # the env (the VM) was closed by the worker
+        pool.restart(0)  # the collector's next move: a fresh env
+        while pool.state(0) == "starting":
+            pool.poll(1.0)
+        assert pool.state(0) == "idle"
+    assert marker.read_text().count("closed") == 2  # the new env is closed at the end of the run too
+
+
+def test_killing_a_busy_worker_still_closes_its_env(tmp_path: Path) -> None:
+    """restart / stop / close of a worker in the middle of an op (a timeout the worker could not
+    stop, Ctrl-C in the trainer, quarantine): SIGTERM, the env is closed, then the worker ends."""
+    register("closing", ClosingEnv)
+    marker = tmp_path / "closed.txt"
+    pool = LocalPool("closing", {"marker": str(marker), "reset_s": 60.0}, num_workers=2, close_timeout_s=20.0)
+    pool.start()
+    try:
+        pool.submit(0, "reset", TASK, timeout_s=120.0)
+        pool.submit(1, "reset", TASK, timeout_s=120.0)
+        time.sleep(0.5)  # both workers are inside their hanging reset
+        pool.stop(0)
+        assert marker.read_text().count("closed") == 1
+    finally:
+        pool.close()  # worker 1 is still busy: it is ended the same way
+    assert marker.read_text().count("closed") == 2
+
+
+def test_a_worker_whose_parent_dies_closes_its_env(tmp_path: Path) -> None:
+    """The trainer is SIGKILLed mid-reset: its worker notices, closes the env, exits."""
+    marker = tmp_path / "closed.txt"
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import os, sys, time\n"
+        f"sys.path[:0] = {sys.path!r}\n"
+        "from steprl.envs import register\n"
+        "from steprl.rollout import LocalPool\n"
+        "from test_rollout_pools import ClosingEnv, TASK\n"
+        "if __name__ == '__main__':\n"
+        "    register('closing', ClosingEnv)\n"
+        f"    pool = LocalPool('closing', {{'marker': {str(marker)!r}, 'reset_s': 60.0}}, num_workers=1)\n"
+        "    pool.start()\n"
+        "    pool.submit(0, 'reset', TASK, timeout_s=120.0)\n"
+        "    time.sleep(1.0)\n"
+        "    os._exit(9)  # no clean-up at all, like SIGKILL\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 9, out.stderr
+    assert _wait_for(marker.exists, 30.0), "the orphaned worker never closed its env"
+    assert marker.read_text().count("closed") == 1

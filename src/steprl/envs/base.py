@@ -1,7 +1,7 @@
 """The environment protocol every GUI environment implements, and the registry that builds them.
 
 The shape follows what OSWorld's DesktopEnv, AndroidWorld and MiniWoB++ can all offer (see
-DESIGN.md): tasks come from the environment, the environment parses the model's text itself (so
+docs/architecture.md): tasks come from the environment, the environment parses the model's text itself (so
 each benchmark maps UI-TARS actions to its own action format), and the score is read from the final
 state by `evaluate()`. Environments are built from plain keyword arguments (picklable), so a worker
 process or a Ray actor can build its own copy from `(name, kwargs)`.

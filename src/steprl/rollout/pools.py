@@ -10,6 +10,13 @@ The collector drives it with five calls:
 - `stop(worker)` takes a worker out of service for good (quarantine);
 - `close()` closes every env and ends every worker; idempotent, also run at interpreter exit.
 
+Time limits come from one place, the `timeout_s` of each op (the collector's
+`reset_timeout_s` / `step_timeout_s` / `evaluate_timeout_s`) and the pool's `start_timeout_s`. A
+worker process enforces the op's limit itself and closes its env when it fires; the pool kills the
+worker only `close_grace_s` later (`steprl.rollout.workers.pool_deadline_s`). Ending a worker
+(restart, stop, close) sends it SIGTERM first, so its env is closed, and kills it only if it has not
+exited after `close_timeout_s`: no VM is left running by a timeout, a crash, Ctrl-C or the end of a run.
+
 A worker is "starting" until its env is built (reported by `poll` as an op named "start"),
 "idle", "busy" while an op runs, "failed" after an error until it is restarted or stopped, and
 "stopped". Implementations:
@@ -42,7 +49,7 @@ from typing import Any
 
 from steprl.errors import EnvPoolError
 from steprl.envs.base import resolve
-from steprl.rollout.workers import OPS, Reply, WorkerCore, failure, process_main, serve
+from steprl.rollout.workers import CLOSE_GRACE_S, OPS, Reply, WorkerCore, failure, pool_deadline_s, process_main, serve
 
 log = logging.getLogger(__name__)
 
@@ -215,8 +222,7 @@ class EnvPool(ABC):
         idle = [i for i, w in enumerate(self._workers) if w.state == IDLE]
         others = [i for i, w in enumerate(self._workers) if w.state not in (IDLE, STOPPED)]
         try:
-            for worker in others:
-                self._kill(worker)
+            self._kill_many(others)
             self._shutdown(idle)
         finally:
             for w in self._workers:
@@ -239,7 +245,8 @@ class EnvPool(ABC):
 
     @abstractmethod
     def _send(self, worker: int, op_id: int, op: str, arg: Any) -> None:
-        """Hand one request to a started worker (a send failure is answered by a failed Reply)."""
+        """Hand one request to a started worker (a send failure is answered by a failed Reply);
+        the op's limit, for workers that enforce it, is `self._workers[worker].timeout_s`."""
 
     @abstractmethod
     def _receive(self, wait_s: float) -> list[tuple[int, Reply]]:
@@ -252,6 +259,11 @@ class EnvPool(ABC):
 
     def _shutdown(self, workers: list[int]) -> None:
         """End idle workers gracefully (their envs closed). Default: kill."""
+        for worker in workers:
+            self._kill(worker)
+
+    def _kill_many(self, workers: list[int]) -> None:
+        """End busy or failed workers (default: one `_kill` after another)."""
         for worker in workers:
             self._kill(worker)
 
@@ -274,11 +286,17 @@ class EnvPool(ABC):
 
     # ---- shared bookkeeping ------------------------------------------------------------------
 
+    #: True where the workers stop an op at its limit themselves (and close the env): the pool then
+    #: kills only after the limit plus `close_grace_s`.
+    workers_enforce_timeouts = False
+    close_grace_s = CLOSE_GRACE_S
+
     def _new_op(self, w: _WorkerState, op: str, timeout_s: float) -> int:
         op_id, self._next_op_id = self._next_op_id, self._next_op_id + 1
         w.op, w.op_id, w.timeout_s = op, op_id, float(timeout_s)
         w.submitted = time.monotonic()
-        w.deadline = w.submitted + float(timeout_s)
+        enforced = self.workers_enforce_timeouts and op != "start"
+        w.deadline = w.submitted + (pool_deadline_s(timeout_s, self.close_grace_s) if enforced else float(timeout_s))
         return op_id
 
     def _start_worker(self, worker: int) -> None:
@@ -310,7 +328,8 @@ class EnvPool(ABC):
         w.state = IDLE if reply.ok else FAILED
         if reply.ok:
             return OpResult(worker, w.op, value=reply.value, elapsed_s=reply.elapsed_s)
-        return OpResult(worker, w.op, error=reply.value, elapsed_s=reply.elapsed_s, detail=reply.detail)
+        timed_out = bool(getattr(reply, "timed_out", False))  # the worker stopped it and closed its env
+        return OpResult(worker, w.op, error=reply.value, elapsed_s=reply.elapsed_s, detail=reply.detail, timed_out=timed_out)
 
 
 def _close_if_alive(pool_ref: weakref.ref) -> None:
@@ -347,6 +366,7 @@ class InProcessPool(EnvPool):
         self._replies.append((worker, core.start(op_id)))
 
     def _send(self, worker: int, op_id: int, op: str, arg: Any) -> None:
+        # no time limit here: ops run in the caller's thread; one that overran is reported by _settle
         self._replies.append((worker, self._cores[worker].run(op_id, op, arg)))  # type: ignore[union-attr]
 
     def _receive(self, wait_s: float) -> list[tuple[int, Reply]]:
@@ -373,6 +393,10 @@ class LocalPool(EnvPool):
     with its process. `backend="thread"`: one thread per env in this process, for envs that mostly
     wait on I/O (remote VMs, emulators); a hung thread cannot be killed, so it is abandoned (its env
     is closed when the op finally returns).
+
+    Process workers stop an op at its limit themselves and close their env; the pool's kill comes
+    `close_grace_s` later. Ending a process worker is SIGTERM (the worker closes its env), then,
+    after `close_timeout_s`, SIGKILL.
     """
 
     def __init__(
@@ -384,10 +408,12 @@ class LocalPool(EnvPool):
         backend: str = "process",
         start_method: str = "spawn",
         start_timeout_s: float = 600.0,
-        close_timeout_s: float = 10.0,
+        close_timeout_s: float = 60.0,
         seed_kwarg: str | None = None,
     ):
         super().__init__(env, env_kwargs, num_workers, start_timeout_s=start_timeout_s, seed_kwarg=seed_kwarg)
+        if float(close_timeout_s) < 0:
+            raise ValueError(f"close_timeout_s must be >= 0, got {close_timeout_s}.")
         if backend not in ("process", "thread"):
             raise ValueError(f"LocalPool backend must be 'process' or 'thread', got '{backend}'.")
         if backend == "process" and start_method not in ("spawn", "forkserver"):
@@ -400,6 +426,8 @@ class LocalPool(EnvPool):
         self.backend = backend
         self.start_method = start_method
         self.close_timeout_s = float(close_timeout_s)
+        self.workers_enforce_timeouts = backend == "process"  # a worker thread cannot be interrupted
+        self.close_grace_s = self.close_timeout_s
         self._ctx = mp.get_context(start_method)
         self._conns: list[Connection | None] = [None] * self.num_workers
         self._handles: list[Any] = [None] * self.num_workers
@@ -430,8 +458,9 @@ class LocalPool(EnvPool):
         self._conns[worker], self._handles[worker] = parent_end, handle
 
     def _send(self, worker: int, op_id: int, op: str, arg: Any) -> None:
+        limit = self._workers[worker].timeout_s if self.workers_enforce_timeouts else None
         try:
-            self._conns[worker].send((op_id, op, arg))  # type: ignore[union-attr]
+            self._conns[worker].send((op_id, op, arg, limit))  # type: ignore[union-attr]
         except (OSError, ValueError) as error:  # the worker died between two ops
             self._lost.append((worker, failure(op_id, f"sending {op} to the worker", error)))
 
@@ -461,13 +490,29 @@ class LocalPool(EnvPool):
         return Reply(self._workers[worker].op_id, False, what)
 
     def _kill(self, worker: int) -> None:
-        conn, handle = self._conns[worker], self._handles[worker]
-        self._conns[worker] = self._handles[worker] = None
-        if conn is not None:
-            conn.close()  # a thread worker sees the closed pipe and exits after its current op
-        if handle is not None and not isinstance(handle, threading.Thread):
-            handle.kill()
-            handle.join(timeout=5.0)
+        self._kill_many([worker])
+
+    def _kill_many(self, workers: list[int]) -> None:
+        """End workers whatever they are doing: SIGTERM to every process (each closes its env),
+        wait up to `close_timeout_s` for all of them together, SIGKILL the ones still alive.
+        A thread worker sees its closed pipe and exits after its current op (closing its env)."""
+        processes = []
+        for worker in workers:
+            conn, handle = self._conns[worker], self._handles[worker]
+            self._conns[worker] = self._handles[worker] = None
+            if conn is not None:
+                conn.close()
+            if handle is not None and not isinstance(handle, threading.Thread):
+                if handle.is_alive():
+                    handle.terminate()
+                processes.append((worker, handle))
+        deadline = time.monotonic() + self.close_timeout_s
+        for worker, handle in processes:
+            handle.join(timeout=max(0.0, deadline - time.monotonic()))
+            if handle.is_alive():
+                log.warning("env worker %d did not close its env within %g s of SIGTERM; killing it", worker, self.close_timeout_s)
+                handle.kill()
+                handle.join(timeout=5.0)
             if handle.is_alive():  # pragma: no cover - SIGKILL does not fail on Linux
                 log.error("env worker %d (pid %s) did not exit after SIGKILL", worker, handle.pid)
             else:

@@ -3,6 +3,17 @@
 The same code serves a worker process, a worker thread (both talk over a `multiprocessing` pipe)
 and a Ray actor, so every pool sees the same replies. A worker never lets an environment exception
 escape: it is turned into a failed reply (with its traceback) and the pool decides what to do.
+
+Every environment a worker built is closed, whatever ends the worker (a VM left running costs
+4 GB and 4 cores, or money on a cloud):
+- an op past its time limit: a worker in a process's main thread enforces the limit itself
+  (SIGALRM), closes the env and answers "timed out", before the pool's own deadline
+  (`pool_deadline_s`: the op's limit plus a grace period for the close) would kill it;
+- an env that raised: the env stays open for the pool to decide; ending the worker closes it;
+- SIGTERM (the pool ending a busy or failed worker, a scheduler, ...): the env is closed, then the
+  worker exits; only a worker that has not finished closing after the pool's grace period is killed;
+- the parent gone (trainer crashed or killed): the watchdog sends the worker SIGTERM (same path);
+- a normal end (the pool's close, Ctrl-C in the trainer): the env is closed.
 """
 
 from __future__ import annotations
@@ -25,6 +36,21 @@ from steprl.envs.base import EnvTarget, GUIEnv, build
 #: more than one step, such as replaying a trajectory and trying alternatives from a snapshot.
 OPS = ("reset", "step", "evaluate", "call")
 
+#: Seconds a worker is given to close its env after its op's time limit (or SIGTERM) before the
+#: pool kills it; OSWorld's DesktopEnv.close stops a container or terminates a cloud instance.
+CLOSE_GRACE_S = 60.0
+
+
+def pool_deadline_s(timeout_s: float, close_grace_s: float = CLOSE_GRACE_S) -> float:
+    """When the pool kills a worker whose op has a `timeout_s` limit that the worker enforces
+    itself: after the limit AND the close, so the worker's own limit always fires first.
+    Both come from the one op timeout (rollout.collector.*_timeout_s)."""
+    return float(timeout_s) + float(close_grace_s)
+
+
+class OpTimeout(TimeoutError):
+    """An env op ran past its time limit inside the worker (raised by SIGALRM in the op)."""
+
 
 
 @dataclass
@@ -36,6 +62,7 @@ class Reply:
     value: Any = None  # the op's return value when ok, else a one-line error message
     elapsed_s: float = 0.0  # time spent inside the environment call, measured by the worker
     detail: str = ""  # the formatted traceback of a failure
+    timed_out: bool = False  # the worker stopped the op at its time limit (and closed the env)
 
 
 def run_op(env: GUIEnv, op: str, arg: Any) -> Any:
@@ -75,10 +102,20 @@ class WorkerCore:
             return failure(op_id, "building the environment", error, time.perf_counter() - began)
         return Reply(op_id, True, None, time.perf_counter() - began)
 
-    def run(self, op_id: int, op: str, arg: Any) -> Reply:
+    def run(self, op_id: int, op: str, arg: Any, timeout_s: float | None = None) -> Reply:
+        """Run one op. With `timeout_s`, in a main thread, the op is stopped at its limit, the env
+        closed (a VM in an unknown state is never reused) and a timed-out reply returned."""
+        if self.env is None:
+            return Reply(op_id, False, f"{op}: the environment was closed after an earlier failure; restart the worker")
         began = time.perf_counter()
         try:
-            value = run_op(self.env, op, arg)  # type: ignore[arg-type]
+            with _time_limit(timeout_s, op):
+                value = run_op(self.env, op, arg)
+        except OpTimeout as error:
+            self.close()
+            reply = failure(op_id, op, error, time.perf_counter() - began)
+            reply.timed_out = True
+            return reply
         except Exception as error:  # noqa: BLE001 - an env that raises is the pool's business
             return failure(op_id, op, error, time.perf_counter() - began)
         return Reply(op_id, True, value, time.perf_counter() - began)
@@ -87,10 +124,51 @@ class WorkerCore:
         """Close the environment; a failing close must not keep the worker from exiting."""
         if self.env is not None:
             env, self.env = self.env, None
-            try:
-                env.close()
-            except Exception:  # noqa: BLE001
-                pass
+            with _sigterm_deferred():  # a SIGTERM now would cut the close short and leave the VM running
+                try:
+                    env.close()
+                except Exception:  # noqa: BLE001
+                    traceback.print_exc()  # the worker's stderr: a VM may be left running
+
+
+class _sigterm_deferred:
+    """Hold SIGTERM back (main thread of a process only) until the block ends; it is then
+    delivered, so the worker still exits, but after the env is closed."""
+
+    def __enter__(self) -> None:
+        self.armed = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+        if self.armed:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.armed:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+class _time_limit:
+    """Raise OpTimeout in this thread after `timeout_s` (SIGALRM; main thread only, else no-op:
+    a worker thread cannot be interrupted and the pool's deadline is the only limit there)."""
+
+    def __init__(self, timeout_s: float | None, op: str):
+        self.timeout_s, self.op = timeout_s, op
+        self.armed = (
+            timeout_s is not None
+            and hasattr(signal, "setitimer")
+            and threading.current_thread() is threading.main_thread()
+        )
+
+    def _expire(self, signum: int, frame: Any) -> None:
+        raise OpTimeout(f"{self.op} ran past its {self.timeout_s:g} s limit; the env was closed")
+
+    def __enter__(self) -> None:
+        if self.armed:
+            self.previous = signal.signal(signal.SIGALRM, self._expire)
+            signal.setitimer(signal.ITIMER_REAL, float(self.timeout_s))  # type: ignore[arg-type]
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.armed:
+            signal.setitimer(signal.ITIMER_REAL, 0.0)
+            signal.signal(signal.SIGALRM, self.previous)
 
 
 def serve(conn: Connection, target: EnvTarget, kwargs: dict[str, Any], start_op_id: int) -> None:
@@ -106,8 +184,8 @@ def serve(conn: Connection, target: EnvTarget, kwargs: dict[str, Any], start_op_
             request = conn.recv()
             if request is None:
                 return
-            op_id, op, arg = request
-            reply = core.run(op_id, op, arg)
+            op_id, op, arg, timeout_s = request if len(request) == 4 else (*request, None)
+            reply = core.run(op_id, op, arg, timeout_s)
             try:
                 conn.send(reply)
             except (pickle.PicklingError, TypeError, AttributeError) as error:
@@ -123,16 +201,27 @@ def process_main(conn: Connection, target: EnvTarget, kwargs: dict[str, Any], st
     """Entry point of a worker process.
 
     Ctrl-C goes to the whole process group: the worker ignores it so that the parent alone decides
-    how to shut down (closing envs cleanly). A watchdog ends the worker if the parent disappears
-    without closing it (even mid-op), so no worker outlives its trainer.
+    how to shut down (closing envs cleanly). SIGTERM closes the env, then ends the worker. A
+    watchdog sends that SIGTERM if the parent disappears without closing the worker (even mid-op),
+    so no worker, and no VM, outlives its trainer.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _terminate)
     threading.Thread(target=_exit_with_parent, daemon=True).start()
     serve(conn, target, kwargs, start_op_id)
 
 
-def _exit_with_parent() -> None:
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM: leave whatever the worker is doing through `serve`'s clean-up (the env is closed);
+    a second SIGTERM must not interrupt that close."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise SystemExit(128 + signum)
+
+
+def _exit_with_parent(close_grace_s: float = CLOSE_GRACE_S) -> None:
     parent = multiprocessing.parent_process()  # the creating process, also under forkserver
     if parent is not None:
         parent.join()  # returns when the parent is gone
-        os._exit(1)
+        os.kill(os.getpid(), signal.SIGTERM)  # close the env in the main thread, then exit
+        time.sleep(close_grace_s)
+        os._exit(1)  # the close hung: end anyway

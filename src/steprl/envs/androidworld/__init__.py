@@ -30,9 +30,10 @@ Keyword arguments (conf/env/androidworld.yaml documents each):
   (finished / call_user); false scores `is_successful` whatever ended the episode.
 
 The emulator connects on the first reset (building the env and listing tasks touch no device).
-UI-TARS actions map to JSONAction as `json_actions` documents (drag becomes a full-screen swipe;
-type needs a focused field because AndroidWorld's input_text taps its target, then types, then
-presses Enter).
+UI-TARS actions map to JSONAction, or to AndroidWorld's adb_utils where a JSONAction would change
+what the model asked, as `json_actions` documents: drag swipes between the model's two points;
+type taps the focused field, then types the text as written (Enter only for "\n"); a scroll
+at a point swipes inside the scrollable element the model saw under it.
 """
 
 from steprl.envs.androidworld.env import AndroidWorldEnv

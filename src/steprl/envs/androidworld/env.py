@@ -25,16 +25,16 @@ INSTALL = (
 )
 
 
-def _import_android_world() -> tuple[Any, Any, Any]:
-    """(env_launcher, json_action, registry) modules, or MissingDependencyError."""
+def _import_android_world() -> tuple[Any, Any, Any, Any]:
+    """(env_launcher, json_action, registry, adb_utils) modules, or MissingDependencyError."""
     try:
         from android_world import registry
-        from android_world.env import env_launcher, json_action
+        from android_world.env import adb_utils, env_launcher, json_action
     except ModuleNotFoundError as error:
         if (error.name or "").split(".")[0] == "android_world":
             raise MissingDependencyError("AndroidWorldEnv", "android_world", INSTALL) from None
         raise ImportError(f"android_world is installed but cannot be imported ({error}); reinstall it: {INSTALL}") from error
-    return env_launcher, json_action, registry
+    return env_launcher, json_action, registry, adb_utils
 
 
 class AndroidWorldEnv(NoSnapshots):
@@ -66,7 +66,7 @@ class AndroidWorldEnv(NoSnapshots):
         transition_pause_s: float | None = None,
         score_requires_done: bool = True,
     ):
-        self._launcher, self._json, registry = _import_android_world()
+        self._launcher, self._json, registry, self._adb = _import_android_world()
         if observation not in OBSERVATIONS:
             raise ValueError(f"observation must be one of {OBSERVATIONS}, got {observation!r}")
         if int(n_task_combinations) < 1 or int(num_emulators) < 1 or int(max_steps) < 1:
@@ -155,9 +155,10 @@ class AndroidWorldEnv(NoSnapshots):
             error = problem.reason
         if fields:
             for kwargs in fields:
-                self._device.execute_action(self._json.JSONAction(**kwargs))
-            if "x" in fields[-1]:
-                self._last_tap = (fields[-1]["x"], fields[-1]["y"])
+                self._execute(kwargs)
+            taps = [f for f in fields if "x" in f]
+            if taps:
+                self._last_tap = (taps[-1]["x"], taps[-1]["y"])
             if action is not None and action.is_terminal:
                 self._agent_done = True
                 episode.end(action.type)
@@ -228,6 +229,20 @@ class AndroidWorldEnv(NoSnapshots):
                 raise ValueError(f"The emulator's screen is {size[0]}x{size[1]} but env.screen_size is {list(self._screen_size)}; set env.screen_size=[{size[0]},{size[1]}].")
             self._device = device
         return self._device
+
+    def _execute(self, step: dict[str, Any]) -> None:
+        """One step of `json_actions`: a JSONAction, or an adb call through AndroidWorld's adb_utils
+        (what its own actuation does, with the model's points and text kept)."""
+        if "adb" not in step:
+            self._device.execute_action(self._json.JSONAction(**step))
+        elif step["adb"] == "swipe":
+            (x1, y1), (x2, y2) = step["start"], step["end"]
+            command = self._adb.generate_swipe_command(int(x1), int(y1), int(x2), int(y2), step["duration_ms"])
+            self._adb.issue_generic_request(command, self._device.controller)
+        elif step["adb"] == "type":
+            self._adb.type_text(step["text"], self._device.controller)
+        else:  # pragma: no cover - json_actions makes only the kinds above
+            raise ValueError(f"unknown adb step {step!r}")
 
     def _tear_down(self) -> None:
         instance, self._instance = self._instance, None

@@ -4,24 +4,36 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from steprl.actions import ActionParseError, action_to_pyautogui, model_frame, parse_response
-from steprl.errors import MissingDependencyError
+from steprl.actions import ActionParseError, action_to_pyautogui, model_frame, parse_actions
 from steprl.envs.episode import Episode, NoSnapshots
+from steprl.envs.osworld.a11y import trim_a11y
+from steprl.envs.osworld.cache import fetch_task_files
 from steprl.envs.osworld.tasks import TaskStore, load_tasks
-from steprl.types import Observation, StepResult, Task
+from steprl.errors import ConfigError, MissingDependencyError
+from steprl.types import Action, Observation, StepResult, Task
+
+log = logging.getLogger(__name__)
 
 OBSERVATIONS = ("screenshot", "a11y", "both")
-INSTALL = "pip install desktop-env   (or: pip install -e '.[osworld]'), and clone https://github.com/xlang-ai/OSWorld for the tasks"
-T = TypeVar("T")
+MULTI_ACTIONS = ("first", "all")
+#: Providers whose VM allocation installs SIGINT/SIGTERM handlers (signal.signal works only in a
+#: process's main thread), so DesktopEnv must be built and reset there.
+SIGNAL_PROVIDERS = frozenset({"aws", "aliyun", "volcengine"})
+INSTALL = (
+    "pip install --no-deps -r requirements/osworld.txt && pip install -r requirements/osworld-runtime.txt "
+    "(desktop-env's own pins conflict with steprl's; see docs/benchmarks.md), and clone "
+    "https://github.com/xlang-ai/OSWorld for the tasks"
+)
 
 
 def _import_desktop_env() -> Any:
@@ -31,42 +43,10 @@ def _import_desktop_env() -> Any:
     except ModuleNotFoundError as error:
         if (error.name or "").split(".")[0] == "desktop_env":
             raise MissingDependencyError("OSWorldEnv", "desktop-env", INSTALL) from None
-        raise ImportError(f"desktop-env is installed but cannot be imported ({error}); reinstall it: {INSTALL}") from error
+        raise MissingDependencyError(
+            "OSWorldEnv", f"{error.name} (imported by desktop_env)", "pip install -r requirements/osworld-runtime.txt"
+        ) from error
     return DesktopEnv
-
-
-def call_with_timeout(fn: Callable[[], T], timeout_s: float | None, what: str, on_late: Callable[[T], None] | None = None) -> T:
-    """fn() in a helper thread, or TimeoutError after `timeout_s` (None: no limit, same thread).
-
-    A call that finishes after its timeout hands its result to `on_late` (to close a VM that
-    booted too late) instead of leaking it.
-    """
-    if timeout_s is None:
-        return fn()
-    box: dict[str, Any] = {}
-    lock = threading.Lock()
-
-    def run() -> None:
-        try:
-            value = fn()
-        except BaseException as error:  # noqa: BLE001 - re-raised in the caller
-            box["error"] = error
-            return
-        with lock:
-            if box.get("abandoned") and on_late is not None:
-                on_late(value)
-            box["value"] = value
-
-    thread = threading.Thread(target=run, name=f"osworld-{what}", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    with lock:
-        if thread.is_alive():
-            box["abandoned"] = True
-            raise TimeoutError(f"OSWorld {what} took longer than {timeout_s:g} s (raise env.{what}_timeout_s, or check the VM provider)")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 def decode_screenshot(data: Any) -> np.ndarray:
@@ -77,6 +57,17 @@ def decode_screenshot(data: Any) -> np.ndarray:
         )
     with Image.open(io.BytesIO(data)) as image:
         return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _check_main_thread(provider_name: str) -> None:
+    """Cloud providers call signal.signal while they allocate a VM: refuse a worker thread with
+    the fix, instead of OSWorld's "signal only works in main thread"."""
+    if provider_name in SIGNAL_PROVIDERS and threading.current_thread() is not threading.main_thread():
+        raise ConfigError(
+            f"env.provider_name={provider_name} installs signal handlers while it starts a VM, which works only in "
+            "a process's main thread; use rollout=local with rollout.pool.backend=process (the default) or rollout=ray, "
+            "not rollout=threads."
+        )
 
 
 class OSWorldEnv(NoSnapshots):
@@ -106,11 +97,28 @@ class OSWorldEnv(NoSnapshots):
         model_image_size: Sequence[int] | None = None,
         max_steps: int = 15,
         pause_s: float = 0.5,
+        wait_s: float = 5.0,
+        multi_action: str = "all",
+        a11y_max_chars: int | None = 40000,
+        exclude_credential_tasks: bool = True,
         sleep_after_reset_s: float = 60.0,
         sleep_before_evaluate_s: float = 20.0,
-        start_timeout_s: float | None = 900.0,
-        reset_timeout_s: float | None = 900.0,
+        download_timeout_s: float = 300.0,
+        start_timeout_s: float | None = None,
+        reset_timeout_s: float | None = None,
     ):
+        if start_timeout_s is not None or reset_timeout_s is not None:
+            raise ConfigError(
+                "env.start_timeout_s / env.reset_timeout_s are gone: every env time limit is set in one place, "
+                "rollout.collector.reset_timeout_s / step_timeout_s / evaluate_timeout_s (and rollout.pool.start_timeout_s); "
+                "the env worker enforces it and closes the VM before the pool kills the worker."
+            )
+        if multi_action not in MULTI_ACTIONS:
+            raise ConfigError(f"env.multi_action must be one of {MULTI_ACTIONS}, got {multi_action!r}")
+        if float(wait_s) < 0:
+            raise ConfigError(f"env.wait_s must be >= 0, got {wait_s}")
+        if a11y_max_chars is not None and int(a11y_max_chars) < 1:
+            raise ConfigError(f"env.a11y_max_chars must be a positive number of characters or null, got {a11y_max_chars}")
         self._desktop_class = _import_desktop_env()
         if not osworld_root:
             raise ValueError("env.osworld_root is not set: give the path of a checkout of https://github.com/xlang-ai/OSWorld (or set OSWORLD_ROOT).")
@@ -129,10 +137,15 @@ class OSWorldEnv(NoSnapshots):
         self.observation = observation
         self.max_steps = int(max_steps)
         self.pause_s = float(pause_s)
+        self.wait_s = float(wait_s)
+        self.multi_action = multi_action
+        self.a11y_max_chars = None if a11y_max_chars is None else int(a11y_max_chars)
+        self.exclude_credential_tasks = bool(exclude_credential_tasks)
+        self.excluded: dict[str, list[str]] = {}  # split -> ids of tasks left out (need credentials)
         self.sleep_after_reset_s = float(sleep_after_reset_s)
         self.sleep_before_evaluate_s = float(sleep_before_evaluate_s)
-        self.start_timeout_s = None if start_timeout_s is None else float(start_timeout_s)
-        self.reset_timeout_s = None if reset_timeout_s is None else float(reset_timeout_s)
+        self.download_timeout_s = float(download_timeout_s)
+        self.cache_dir = cache_dir
         self.desktop_kwargs: dict[str, Any] = {
             "provider_name": provider_name,
             "region": region,
@@ -172,18 +185,21 @@ class OSWorldEnv(NoSnapshots):
         return list(self._splits[split])
 
     def reset(self, task: Task) -> Observation:
-        """Boot the VM if needed, set `task` up (DesktopEnv.reset) and return the first screen."""
+        """Boot the VM if needed, fetch the task's files whole into the cache, set the task up
+        (DesktopEnv.reset, in this thread) and return the first screen.
+
+        No helper thread and no timer of its own: the env worker that runs this call enforces the
+        collector's reset_timeout_s and closes the VM when it fires (steprl.rollout.workers)."""
         task_json = task.config.get("task") if isinstance(task.config, dict) else None
         if not isinstance(task_json, dict):
             raise ValueError(f"Task {task.id!r} is not an OSWorld task (its config needs 'task', the task JSON); build tasks with OSWorldEnv.tasks().")
         self._task = None  # until the new task is set up, no episode is running
+        fetch_task_files(self.cache_dir, task_json, self.download_timeout_s)
         desktop = self._ensure_desktop()
         try:
-            raw = call_with_timeout(
-                lambda: desktop.reset(task_config=task_json), self.reset_timeout_s, "reset", on_late=lambda _: desktop.close()
-            )
-        except TimeoutError:
-            self._desktop, self._task = None, None  # a hung VM is not reused: the next reset boots a new one
+            raw = desktop.reset(task_config=task_json)
+        except BaseException:
+            self.close()  # a VM whose reset failed half-way is not reused: the next reset boots a new one
             raise
         if self.sleep_after_reset_s > 0:
             time.sleep(self.sleep_after_reset_s)  # OSWorld's harness waits for the apps to open
@@ -193,25 +209,42 @@ class OSWorldEnv(NoSnapshots):
         return self._last
 
     def step(self, response_text: str) -> StepResult:
-        """Parse the response, run its pyautogui code (or WAIT / DONE / FAIL) in the VM. Malformed
-        text costs a turn without touching the VM (action_valid=False, error=reason)."""
+        """Parse the response, run its action(s) in the VM: pyautogui code, or WAIT / DONE / FAIL.
+
+        env.multi_action="all" runs every action of the response in order (each one
+        DesktopEnv.step, as OSWorld's runner does), stopping at the VM's end; "first" runs the
+        first only. Either way the response costs one turn. Malformed text costs a turn without
+        touching the VM (action_valid=False, error=reason)."""
         self._require_task()
         episode = self._episode
         if episode.done:
             return episode.over(self._last)
-        action, code, error, osworld_info = None, None, None, {}
+        actions: list[Action] = []
+        codes: list[str] = []
+        error, osworld_info = None, {}
         try:
-            action = parse_response(response_text, self._screen_size, self.coords, self.model_image_size)
-            code = action_to_pyautogui(action)
+            actions = parse_actions(response_text, self._screen_size, self.coords, self.model_image_size)
+            if self.multi_action == "first":
+                actions = actions[:1]
+            codes = [action_to_pyautogui(a) for a in actions]
         except ActionParseError as problem:
-            error = problem.reason
-        if code is not None:
-            raw, _, vm_done, osworld_info = self._desktop.step(code, pause=self.pause_s)
+            actions, codes, error = [], [], problem.reason
+        for action, code in zip(actions, codes):
+            pause = self.wait_s / 2 if code == "WAIT" else self.pause_s  # DesktopEnv sleeps `pause` twice on WAIT
+            raw, _, vm_done, osworld_info = self._desktop.step(code, pause=pause)
             self._last = self._observe(raw)
             if vm_done:
-                episode.end(action.type)  # type: ignore[union-attr]
+                episode.end(action.type)
+                break
         episode.count_step()
-        info = episode.info(action_valid=error is None, error=error, action=action, code=code, osworld_info=osworld_info)
+        info = episode.info(
+            action_valid=error is None,
+            error=error,
+            action=actions[0] if actions else None,
+            actions=actions,
+            code="\n".join(c for c in codes) if codes else None,
+            osworld_info=osworld_info,
+        )
         return StepResult(self._last, episode.done, info)  # type: ignore[arg-type]
 
     def evaluate(self) -> float:
@@ -222,9 +255,10 @@ class OSWorldEnv(NoSnapshots):
         return min(1.0, max(0.0, float(self._desktop.evaluate())))
 
     def close(self) -> None:
-        """Shut the VM down (idempotent)."""
+        """Stop the VM (idempotent; also after a failed reset, a timeout or a kill signal)."""
         desktop, self._desktop, self._task = self._desktop, None, None
         if desktop is not None:
+            log.info("OSWorld: stopping the VM %s", getattr(desktop, "path_to_vm", ""))
             desktop.close()
 
     # -- extras --------------------------------------------------------------------------------
@@ -243,13 +277,25 @@ class OSWorldEnv(NoSnapshots):
 
     def _load_split(self, split: str) -> list[Task]:
         path = Path(self.index_paths[split])
-        return load_tasks(path if path.is_absolute() else self.root / path, self.store, split, self.domains)
+        excluded: list[str] = []
+        tasks = load_tasks(
+            path if path.is_absolute() else self.root / path, self.store, split, self.domains, self.exclude_credential_tasks, excluded
+        )
+        self.excluded[split] = excluded
+        if excluded:
+            log.warning(
+                "OSWorld %s split: %d of %d tasks left out because their set-up needs Google Drive credentials "
+                "(env.exclude_credential_tasks=false keeps them): %s",
+                split, len(excluded), len(excluded) + len(tasks), ", ".join(excluded),
+            )  # fmt: skip
+        return tasks
 
     def _ensure_desktop(self) -> Any:
+        """Build DesktopEnv (boots the VM) in the calling thread: cloud providers install signal
+        handlers while they allocate, which only a main thread may do."""
         if self._desktop is None:
-            self._desktop = call_with_timeout(
-                lambda: self._desktop_class(**self.desktop_kwargs), self.start_timeout_s, "start", on_late=lambda vm: vm.close()
-            )
+            _check_main_thread(self.desktop_kwargs["provider_name"])
+            self._desktop = self._desktop_class(**self.desktop_kwargs)
         return self._desktop
 
     def _observe(self, raw: dict[str, Any]) -> Observation:
@@ -259,7 +305,7 @@ class OSWorldEnv(NoSnapshots):
             raise ValueError(
                 f"The VM's screen is {width}x{height} but env.screen_size is {list(self._screen_size)}; set env.screen_size=[{width},{height}]."
             )
-        a11y = raw.get("accessibility_tree") if self.observation != "screenshot" else None
+        a11y = trim_a11y(raw.get("accessibility_tree"), self.a11y_max_chars) if self.observation != "screenshot" else None
         instruction = self._task.instruction if self._task is not None else str(raw.get("instruction") or "")
         return Observation(
             screenshot=screenshot,

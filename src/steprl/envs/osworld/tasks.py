@@ -48,6 +48,24 @@ def check_task_json(data: Any, path: Path) -> dict[str, Any]:
     return data
 
 
+#: Set-up steps and evaluator getters that need the user's own Google account (OSWorld reads
+#: evaluation_examples/settings/googledrive/settings.yml and client secrets the repository does not ship).
+CREDENTIAL_SETUPS = frozenset({"googledrive", "login"})
+CREDENTIAL_GETTERS = frozenset({"googledrive_file"})
+
+
+def needs_credentials(task_json: dict[str, Any]) -> bool:
+    """True for tasks whose set-up or evaluation signs in to Google Drive: without credentials
+    their set-up always fails (a VM boot per retry) and they silently leave the denominator."""
+    steps = [s.get("type") for s in task_json.get("config") or [] if isinstance(s, dict)]
+    evaluator = task_json.get("evaluator") or {}
+    getters = []
+    for key in ("result", "expected"):
+        entry = evaluator.get(key)
+        getters += [g.get("type") for g in (entry if isinstance(entry, list) else [entry]) if isinstance(g, dict)]
+    return bool(CREDENTIAL_SETUPS.intersection(steps) or CREDENTIAL_GETTERS.intersection(getters))
+
+
 def is_infeasible(task_json: dict[str, Any]) -> bool:
     """OSWorld's infeasible tasks: evaluator func "infeasible" (the right answer is FAIL)."""
     func = task_json["evaluator"]["func"]
@@ -82,8 +100,17 @@ class TaskStore:
         return self._domains[task]
 
 
-def load_tasks(index: Path, store: TaskStore, split: str, domains: set[str] | None = None) -> list[Task]:
-    """The Tasks an index file lists (in its order, without duplicates, kept `domains` only).
+def load_tasks(
+    index: Path,
+    store: TaskStore,
+    split: str,
+    domains: set[str] | None = None,
+    exclude_credential_tasks: bool = False,
+    excluded: list[str] | None = None,
+) -> list[Task]:
+    """The Tasks an index file lists (in its order, without duplicates, kept `domains` only;
+    without the tasks that need Google credentials when `exclude_credential_tasks`, whose ids are
+    appended to `excluded`).
 
     Task: id "domain/id", family = domain, config = {"domain", "task": the JSON}, feasible =
     not infeasible, difficulty 5 for multi_apps and 3 otherwise.
@@ -97,6 +124,10 @@ def load_tasks(index: Path, store: TaskStore, split: str, domains: set[str] | No
         if (domains is not None and domain not in domains) or task_id in seen:
             continue
         seen.add(task_id)
+        if exclude_credential_tasks and needs_credentials(data):
+            if excluded is not None:
+                excluded.append(task_id)
+            continue
         tasks.append(
             Task(
                 id=task_id,

@@ -98,4 +98,4 @@ class ClockTimerEntry(task_eval.TaskEval):
 
     def is_successful(self, env: Any) -> float:
         super().is_successful(env)
-        return 0.5 * (env.current_app == "Clock") + 0.5 * env.wifi_on
+        return 0.5 * ((env.current_app or "").endswith("deskclock")) + 0.5 * env.wifi_on
