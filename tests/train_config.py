@@ -14,18 +14,8 @@ register()
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
-#: A tiny, fast, deterministic run: in-process envs, 2 tasks x 4 rollouts, a few held-out tasks.
-FAST = [
-    "data.tasks_per_epoch=2",
-    "data.rollouts_per_task=4",
-    "data.batch_size=16",
-    "rollout=inprocess",
-    "rollout.pool.num_workers=4",
-    "logger=csv",
-    "callbacks.evaluation.max_tasks=4",
-    "callbacks.rollout_progress.enabled=false",
-    "trainer.enable_progress_bar=false",
-]
+#: A tiny, fast, deterministic run (conf/debug/fast.yaml): in-process envs, 2 tasks x 4 rollouts, CSV logs.
+FAST = ["debug=fast"]
 
 
 def compose_train(overrides: list[str], output_dir: Path | None = None) -> DictConfig:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from steprl.algo.augment import augmentation_samples, num_alternatives, select_augmentation_steps
+from steprl.algo.augment import augmentation_samples, low_success_rule, num_alternatives, select_augmentation_steps
 from steprl.algo.spec import AlgorithmSpec, SampleOrigin, build_recorder, build_samples_with_origins, build_scheduler
 from steprl.algo.success_rate import SuccessRateRecorder, counts_from_trajectories
 from steprl.comm import Comm, TorchComm
@@ -68,6 +68,7 @@ class RoundReport:
     samples: int = 0
     aug_samples: int = 0
     adv_mean: float = 0.0
+    optimizer_steps: int = 0  # mini-batches of this round that update the weights (set by the datamodule)
     aug_replay_failures: int = 0  # SL-GRPO groups dropped because their env replay failed
     # wall times of the parts of the round (seconds)
     rollout_s: float = 0.0
@@ -227,11 +228,12 @@ class RoundRunner:
         self.recorder.update(report.task_counts)
         self._summarise_record(report)
 
-        # 4. samples and advantages, SL-GRPO, old log-probs
-        pairs = build_samples_with_origins(self.algo, trajectories, recorder_before)
+        # 4. samples and advantages, SL-GRPO, old log-probs (each reads the record snapshot its knob names)
+        snapshot = {"before": recorder_before, "after": self.recorder}
+        pairs = build_samples_with_origins(self.algo, trajectories, snapshot[self.algo.sr_adv_record])
         started = time.perf_counter()
         if self.algo.augment:
-            pairs += self._augment(policy, pairs, report)
+            pairs += self._augment(policy, pairs, snapshot[self.algo.slgrpo_record], report)
         report.augment_s = time.perf_counter() - started
         samples = [sample for sample, _ in pairs]
         report.samples = len(samples)
@@ -264,23 +266,22 @@ class RoundRunner:
 
     # ------------------------------------------------------------------ SL-GRPO
     def _augment(
-        self, policy: Any, pairs: Sequence[tuple[TrainingSample, SampleOrigin]], report: RoundReport
+        self, policy: Any, pairs: Sequence[tuple[TrainingSample, SampleOrigin]], record: SuccessRateRecorder, report: RoundReport
     ) -> list[tuple[TrainingSample, SampleOrigin]]:
-        """Alternatives for the steps of low-success tasks (ŝ_i ≤ s_low, record after this round's
-        update, so first-round tasks qualify), scored against the original action a_t."""
+        """Alternatives for the steps of successful trajectories of low-success tasks (ŝ_i ≤ s_low in
+        `record`), scored against the original action a_t."""
         per_step = num_alternatives(self.rollouts_per_task)
-        origins = {id(sample): origin for sample, origin in pairs}
-        selected = select_augmentation_steps([s for s, _ in pairs], self.recorder, self.algo.s_low)
+        is_low = low_success_rule(record, self.algo.s_low)
+        selected = select_augmentation_steps(pairs, is_low, self.algo.success_threshold)
         if not selected or per_step == 0:
             return []
-        prompts = [generation_dialogue(sample.dialogue, self.algo.aug_suffix) for sample in selected for _ in range(per_step)]
+        prompts = [generation_dialogue(sample.dialogue, self.algo.aug_suffix) for sample, _ in selected for _ in range(per_step)]
         with inference(policy):
             generations = policy.generate(prompts, temperature=self.algo.aug_temperature)
         groups = [generations[i * per_step : (i + 1) * per_step] for i in range(len(selected))]
-        env_rewards = self._env_rewards(selected, origins, groups, report) if self.algo.aug_reward == "env" else None
+        env_rewards = self._env_rewards([origin for _, origin in selected], groups, report) if self.algo.aug_reward == "env" else None
         augmented: list[tuple[TrainingSample, SampleOrigin]] = []
-        for index, (sample, group) in enumerate(zip(selected, groups)):
-            origin = origins[id(sample)]
+        for index, ((sample, origin), group) in enumerate(zip(selected, groups)):
             rewards = None if env_rewards is None else env_rewards[index]
             if env_rewards is not None and rewards is None:
                 continue  # the env replay failed: no verdict, no group
@@ -305,14 +306,11 @@ class RoundRunner:
         except ActionParseError:  # an unparseable alternative gets reward 0
             return None
 
-    def _env_rewards(
-        self, selected: Sequence[TrainingSample], origins: dict[int, SampleOrigin], groups: Sequence[Sequence[Any]], report: RoundReport
-    ) -> list[list[float] | None]:
+    def _env_rewards(self, origins: Sequence[SampleOrigin], groups: Sequence[Sequence[Any]], report: RoundReport) -> list[list[float] | None]:
         """`algo.aug_reward=env`: each group's rewards from replaying its trajectory in an env worker
         (`same_next_state_rewards`), with the pool's timeouts and retries; None where it failed."""
         calls = []
-        for sample, group in zip(selected, groups):
-            origin = origins[id(sample)]
+        for origin, group in zip(origins, groups):
             trajectory, t = origin.trajectory, origin.turn_index
             prefix = [turn.response for turn in trajectory.turns[:t]]
             calls.append((trajectory.task, prefix, trajectory.turns[t].response, [g.text for g in group]))

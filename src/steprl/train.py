@@ -1,6 +1,6 @@
 """run(cfg): build everything a training run needs from the Hydra config and call Trainer.fit.
 
-This is the only place that knows every layer (DESIGN.md: `lightning` <- `train`). It checks the
+This is the only place that knows every layer (docs/architecture.md: `lightning` <- `train`). It checks the
 config first, so a bad value stops the run with one message naming the key, before any worker
 process or model is started; it always closes the env workers and finishes W&B, also when a
 multirun job fails (so the other jobs of the sweep go on).
@@ -165,6 +165,12 @@ def build(cfg: DictConfig) -> Run:
     check_data(cfg, spec)
     check_resume(cfg)
     env_name, env_kwargs, seed_key = env_settings(cfg)
+    if spec.sample_level == "trajectory" and int(env_kwargs.get("max_steps") or 0) > spec.max_images:
+        raise ConfigError(
+            f"algo.sample_level=trajectory trains each trajectory as the messages the policy acted in, but env.max_steps="
+            f"{env_kwargs['max_steps']} turns do not fit algo.max_images={spec.max_images} screenshots: raise algo.max_images, "
+            "algo.history_responses and algo.history_screenshots to env.max_steps, or use algo=t_grpo_window."
+        )
     pl.seed_everything(cfg.seed, workers=True)
 
     policy = build_policy(cfg)
@@ -193,7 +199,7 @@ def build(cfg: DictConfig) -> Run:
             screen_size=screen_size,
             seed=cfg.seed,
         )
-        datamodule = SuccessRateDataModule(runner, eval_tasks, batch_size=cfg.data.batch_size)
+        datamodule = SuccessRateDataModule(runner, eval_tasks, batch_size=cfg.data.batch_size, steps_per_round=cfg.data.get("steps_per_round"))
         module = StepLightningModule(
             policy=policy,
             loss=build_loss(spec),

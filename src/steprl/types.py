@@ -1,7 +1,7 @@
 """Plain records shared by every layer of steprl.
 
 Nothing here imports torch models, environments or Lightning: these are the words the layers use
-to talk to each other (see DESIGN.md, "Layout"). Screen coordinates are absolute pixels of the
+to talk to each other (see docs/architecture.md, "Layout"). Screen coordinates are absolute pixels of the
 environment's screen, origin top-left, x to the right, y down.
 """
 

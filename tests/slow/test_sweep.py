@@ -21,19 +21,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from tests.train_config import CONF, ROOT
 
-#: Tiny runs (as tests/train_config.FAST), in multirun form.
+#: Tiny runs (conf/debug/fast.yaml), in multirun form.
 TINY = [
-    "rollout=inprocess",
-    "rollout.pool.num_workers=4",
-    "data.tasks_per_epoch=2",
-    "data.rollouts_per_task=4",
-    "data.batch_size=16",
-    "logger=csv",
-    "callbacks.evaluation.max_tasks=4",
+    "debug=fast",
     "callbacks.evaluation.train_repeats=1",
     "callbacks.evaluation.initial=false",
-    "callbacks.rollout_progress.enabled=false",
-    "trainer.enable_progress_bar=false",
 ]
 #: Keep job directory names to the swept values ("0_algo.s0=0.5,algo.s_low=0.1").
 SHORT_DIRS = "hydra.job.config.override_dirname.exclude_keys=[" + ",".join(

@@ -1,4 +1,4 @@
-"""Advantages: T-GRPO, SR-Adv, GiGPO, SL-GRPO groups (ALGORITHM.md §3, §4, §6)."""
+"""Advantages: T-GRPO, SR-Adv, GiGPO, SL-GRPO groups (docs/algorithm.md §3, §4, §6)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from steprl.algo.advantages import (
+    episode_advantages,
     anchor_key,
     discounted_returns,
     gigpo_advantages,
@@ -196,3 +197,20 @@ def test_slgrpo_group_by_hand():
 @pytest.mark.parametrize("rewards", [[1, 1, 1], [1], [0, 0]])
 def test_slgrpo_equal_rewards_are_dropped(rewards):
     assert slgrpo_group_advantages(rewards) is None
+
+
+def test_gigpo_episode_mean_over_trajectories_or_steps_by_hand():
+    # Group of two: r = 1 in 1 step, r = 0 in 3 steps.
+    # "trajectory" (GiGPO paper, Eq. 3): mean (1 + 0) / 2 = 0.5 -> A^E = [0.5, -0.5].
+    # "step" (verl-agent): mean (1·1 + 0·3) / 4 = 0.25 -> A^E = [0.75, -0.25].
+    scores, groups, lengths = [1.0, 0.0], ["t", "t"], [1, 3]
+    assert episode_advantages(scores, groups, lengths, "trajectory").tolist() == pytest.approx([0.5, -0.5])
+    assert episode_advantages(scores, groups, lengths, "step").tolist() == pytest.approx([0.75, -0.25])
+    # with std: step-level values [1, 0, 0, 0]: sample std = sqrt((0.75² + 3·0.25²) / 3) = 0.5
+    assert episode_advantages(scores, groups, lengths, "step", eps=0.0, norm_by_std=True).tolist() == pytest.approx([1.5, -0.5])
+    # through GiGPO (ω = 0 leaves A^E): every step of a trajectory carries its A^E
+    round_ = [trajectory("t", 1.0, ("a",)), trajectory("t", 0.0, ("b", "c", "d"))]
+    per_step = gigpo_advantages(round_, omega=0.0, episode_mean="step")
+    assert per_step[0] == pytest.approx([0.75]) and per_step[1] == pytest.approx([-0.25] * 3)
+    with pytest.raises(ValueError, match="gigpo_episode_mean"):
+        episode_advantages(scores, groups, lengths, "episode")

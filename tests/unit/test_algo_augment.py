@@ -1,13 +1,14 @@
-"""SL-GRPO: which steps are augmented and the groups built from alternatives (ALGORITHM.md §4)."""
+"""SL-GRPO: which steps are augmented and the groups built from alternatives (docs/algorithm.md §4)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from steprl.algo.augment import augmentation_samples, num_alternatives, select_augmentation_steps
+from steprl.algo.augment import augmentation_samples, low_success_rule, num_alternatives, select_augmentation_steps
+from steprl.algo.samples import SampleOrigin
 from steprl.algo.success_rate import SuccessRateRecorder
-from steprl.types import Action, Dialogue, DialogueTurn, Generation, TrainingSample
+from steprl.types import Action, Dialogue, DialogueTurn, Generation, Observation, Task, TrainingSample, Trajectory, Turn
 
 SQRT3_OVER_2 = 0.8660254  # (1 − 0.5) / sqrt(1/3): group rewards [1, 1, 0, 0], mean 0.5, sample std sqrt(1/3)
 
@@ -24,19 +25,27 @@ def test_num_alternatives(n, k):
     assert num_alternatives(n) == k  # N/2 − 1, integer, at least 0
 
 
-def test_select_low_success_steps_of_successes():
+def origin(task_id: str = "a", score: float = 1.0, action: Action | None = Action("click", (100, 100)), valid: bool = True) -> SampleOrigin:
+    turn = Turn(Observation(np.zeros((2, 2, 3), np.uint8), "press the button"), "Action: click(start_box='(100,100)')", action=action, action_valid=valid)
+    return SampleOrigin(Trajectory(Task(task_id, "f", "press the button"), [turn], score=score), 0)
+
+
+def test_select_low_success_steps_of_successful_trajectories_only():
     recorder = SuccessRateRecorder(prior={"a": 0.1, "b": 0.2, "c": 0.5})
-    samples = [
-        step("a"),  # ŝ = 0.1 ≤ 0.2: yes
-        step("b", 0.8),  # ŝ = s_low exactly: yes (≤)
-        step("c", 0.5),  # ŝ = 0.5: no
-        step("d"),  # never seen: no
-        step("a", 0.9, source="trajectory"),  # not a step sample
-        step("a", -0.5),  # a failed trajectory's step (broadcast GRPO): no reference answer
-        step("a", 0.0),
+    pairs = [
+        (step("a"), origin("a")),  # ŝ = 0.1 ≤ 0.2, success: yes
+        (step("b", 0.8), origin("b")),  # ŝ = s_low exactly: yes (≤)
+        (step("c", 0.5), origin("c")),  # ŝ = 0.5: no
+        (step("d"), origin("d")),  # never seen: no
+        (step("a", 0.9, source="trajectory"), SampleOrigin(origin("a").trajectory, None)),  # not a step sample
+        (step("a", 0.4), origin("a", score=0.5)),  # partial credit: a FAILED trajectory with A > 0 (w/o SR-Adv): no
+        (step("a", 0.9), origin("a", action=None, valid=False)),  # y_t did not parse: never the reference
+        (step("a", 0.9), origin("a", valid=False)),  # y_t parsed but the env refused it: no
     ]
-    selected = select_augmentation_steps(samples, recorder, s_low=0.2)
-    assert selected == [samples[0], samples[1]]
+    selected = select_augmentation_steps(pairs, low_success_rule(recorder, s_low=0.2), success_threshold=1.0)
+    assert selected == pairs[:2]
+    # a lower success threshold makes the partial-credit trajectory a success (OSWorld practice: > 0)
+    assert select_augmentation_steps(pairs, low_success_rule(recorder, 0.2), success_threshold=0.5) == pairs[:2] + [pairs[5]]
 
 
 def test_equivalence_group_by_hand():

@@ -1,4 +1,4 @@
-"""The PPO-clip policy loss, its aggregation, KL and entropy terms (ALGORITHM.md §5)."""
+"""The PPO-clip policy loss, its aggregation, KL and entropy terms (docs/algorithm.md §5)."""
 
 from __future__ import annotations
 
@@ -198,3 +198,11 @@ def test_cuda_matches_cpu(dtype):
     assert gpu_loss == pytest.approx(cpu_loss, rel=1e-4, abs=1e-5)
     assert gpu_stats == pytest.approx(cpu_stats, rel=1e-4, abs=1e-5)
     assert torch.allclose(gpu_grad, cpu_grad, rtol=1e-3, atol=1e-6)
+
+
+def test_k3_is_clamped_as_verl_does():
+    # log π_ref − log π_θ = 20 (a collapsed token): e^20 − 20 − 1 ≈ 4.85e8, clamped to 10;
+    # = 2: e^2 − 2 − 1 = 4.389 (inside the clamp, unchanged).
+    logp = torch.tensor([[-20.0, -2.0]])
+    k3 = kl_penalty(logp, torch.zeros(1, 2), "k3")
+    assert k3[0].tolist() == pytest.approx([10.0, math.exp(2.0) - 3.0], rel=1e-6)

@@ -1,4 +1,4 @@
-"""Trajectories → training samples, and action equivalence (ALGORITHM.md §3, §4, §6)."""
+"""Trajectories → training samples, and action equivalence (docs/algorithm.md §3, §4, §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SR-Traj and the epoch schedule (ALGORITHM.md §2)."""
+"""SR-Traj and the epoch schedule (docs/algorithm.md §2)."""
 
 from __future__ import annotations
 

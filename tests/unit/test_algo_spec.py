@@ -240,35 +240,3 @@ def test_origins_point_back_to_trajectory_and_turn():
     whole = build_samples_with_origins(algo_spec("t_grpo"), round_, SuccessRateRecorder())
     assert [origin.turn_index for _, origin in whole] == [None, None]
 
-
-def test_one_round_of_step_with_the_pieces_together():
-    """The order the datamodule follows: schedule → reallocate → (roll out) → samples from the
-    record before the update → update → SL-GRPO on low-success steps."""
-    from steprl.algo.augment import augmentation_samples, num_alternatives, select_augmentation_steps
-    from steprl.algo.success_rate import counts_from_trajectories
-    from steprl.types import Action
-
-    spec = algo_spec("step")
-    recorder = build_recorder(spec)
-    scheduler = build_scheduler(spec, ["a", "b"], tasks_per_epoch=2, seed=0)
-    allocation = scheduler.reallocate(scheduler.schedule(0), 4, recorder)
-    assert sorted(allocation.copies) == ["a"] * 4 + ["b"] * 4  # nothing known yet: nothing replaced
-    # pretend rollouts: a is solved once in 4, b never
-    round_ = [trajectory(task, 1.0 if (task == "a" and c == 0) else 0.0) for task, c in zip(allocation.copies, [0, 1, 2, 3] * 2)]
-    for t in round_:
-        for turn in t.turns:
-            turn.action = Action("click", (10, 10))
-    before = recorder.copy()
-    pairs = build_samples_with_origins(spec, round_, before)
-    recorder.update(counts_from_trajectories(round_, spec.success_threshold))
-    assert recorder.rates == {"a": 0.25, "b": 0.0}
-    assert [s.advantage for s, _ in pairs] == [0.75, 0.75]  # unseen: 1 − this round's 1/4
-    origin = {id(s): o for s, o in pairs}
-    selected = select_augmentation_steps([s for s, _ in pairs], recorder, spec.s_low)
-    assert selected == []  # ŝ_a = 0.25 > s_low = 0.2
-    selected = select_augmentation_steps([s for s, _ in pairs], recorder, 0.3)
-    assert len(selected) == 2 and num_alternatives(4) == 1
-    o = origin[id(selected[0])]
-    a_t = o.trajectory.turns[o.turn_index].action
-    group = augmentation_samples(selected[0], a_t, [("Action: wait()", Action("wait"))], spec.aug_reward, weight=spec.aug_weight)
-    assert [s.source for s in group] == ["augment", "augment"] and group[0].advantage > 0 > group[1].advantage

@@ -1,4 +1,4 @@
-"""SuccessRateRecorder (ŝ_i) and the round counts it is fed with (ALGORITHM.md §1)."""
+"""SuccessRateRecorder (ŝ_i) and the round counts it is fed with (docs/algorithm.md §1)."""
 
 from __future__ import annotations
 

@@ -119,3 +119,21 @@ def test_readme_commands_compose():
         overrides = [a for a in args.split() if a not in ("-m", "--multirun") and not a.startswith("hydra/")]
         overrides = [re.sub(r"=([^=,\[]+),[^ ]*$", r"=\1", o) if "," in o and "[" not in o else o for o in overrides]
         compose_train(overrides)
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ("trainer.reload_dataloaders_every_n_epochs=2", "trainer.reload_dataloaders_every_n_epochs must be 1"),
+        ("trainer.use_distributed_sampler=true", "trainer.use_distributed_sampler must be false"),
+    ],
+)
+def test_the_trainer_flags_the_round_relies_on_are_refused_when_changed(override, named, tmp_path):
+    """Each epoch runs a fresh round (reload every epoch) and shards its own rollouts (no distributed
+    sampler): a run with either flag changed stops at once with a message naming the key."""
+    parts = build(compose_train(["trainer.max_epochs=1", override, *FAST], tmp_path))
+    try:
+        with pytest.raises(ConfigError, match=named):
+            parts.trainer.fit(parts.module, datamodule=parts.datamodule)
+    finally:
+        parts.close()

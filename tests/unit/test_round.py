@@ -14,7 +14,7 @@ from steprl.algo.spec import AlgorithmSpec
 from steprl.algo.success_rate import SuccessRateRecorder
 from steprl.envs import make
 from steprl.rollout import InProcessPool, RolloutCollector
-from steprl.rollout.testing import COUNTER_ENV, parse_counter_action
+from steprl.rollout.testing import parse_counter_action
 from steprl.round import RoundRunner, shard_groups
 from tests.doubles import ScriptedTokenPolicy
 
@@ -22,10 +22,10 @@ A, B, C = "counter-train-0", "counter-train-1", "counter-train-2"  # goals 1, 2,
 
 
 def runner_with_prior(prior: dict[str, float], **algo) -> RoundRunner:
-    pool = InProcessPool(COUNTER_ENV, {"num_tasks": 3, "max_steps": 6}, num_workers=2)
+    pool = InProcessPool("counter", {"num_tasks": 3, "max_steps": 6}, num_workers=2)
     collector = RolloutCollector(pool)
-    tasks = make(COUNTER_ENV, num_tasks=3).tasks("train")  # the env's own task list
-    spec = AlgorithmSpec(s0=0.7, s_low=0.6, **algo)
+    tasks = make("counter", num_tasks=3).tasks("train")  # the env's own task list
+    spec = AlgorithmSpec(**{"s0": 0.7, "s_low": 0.6, **algo})
     runner = RoundRunner(
         train_tasks=tasks, collector=collector, algo=spec, tasks_per_epoch=3, rollouts_per_task=4,
         parse_action=lambda text: parse_counter_action(text)[0], screen_size=(16, 12), seed=0,
@@ -115,3 +115,22 @@ def test_shards_keep_a_task_on_one_rank():
     shards = shard_groups(copies, 2)
     assert [copies[i] for i in shards[0]] == ["a"] * 4 + ["c"] * 2
     assert [copies[i] for i in shards[1]] == ["b"] * 4 + ["d"] * 2
+
+
+def test_the_record_snapshot_each_part_reads_is_a_knob():
+    """sr_adv_record=after: SR-Adv reads ŝ after this round's update (A: 1 − 0.95, B: 1 − 0.55);
+    slgrpo_record=before: SL-GRPO compares the record before it with s_low (B: 0.1 ≤ 0.6, and A: 0.9 not)."""
+    runner = runner_with_prior({A: 0.9, B: 0.1, C: 0.5}, sampling="uniform", sr_adv_record="after", slgrpo_record="before", s_low=0.09)
+    try:
+        round_ = runner.run(0, ScriptedTokenPolicy())
+    finally:
+        runner.collector.close()
+    steps = [s for s in round_.samples if s.source == "step"]
+    assert {s.task_id: round(s.advantage, 6) for s in steps} == {A: 0.05, B: 0.45}
+    assert round_.report.aug_samples == 0  # s_low = 0.09 < ŝ_B before (0.1): nothing is hard enough
+    runner = runner_with_prior({A: 0.9, B: 0.1, C: 0.5}, sampling="uniform", slgrpo_record="before", s_low=0.1)
+    try:
+        round_ = runner.run(0, ScriptedTokenPolicy())
+    finally:
+        runner.collector.close()
+    assert {s.task_id for s in round_.samples if s.source == "augment"} == {B}  # 0.1 ≤ 0.1 before; 0.55 after would not be

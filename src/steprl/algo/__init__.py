@@ -2,7 +2,7 @@
 
 success_rate (ŝ_i), sampling (SR-Traj), advantages (T-GRPO, SR-Adv, GiGPO, SL-GRPO groups),
 samples (trajectories → training samples), augment (SL-GRPO), loss (PPO-clip), spec (the switches
-that make STEP, the baselines and the ablations). See ALGORITHM.md.
+that make STEP, the baselines and the ablations). See docs/algorithm.md.
 """
 
 from steprl.algo.advantages import (
@@ -12,7 +12,7 @@ from steprl.algo.advantages import (
     sr_adv_trajectory_advantages,
     sr_advantage,
 )
-from steprl.algo.augment import augmentation_samples, num_alternatives, select_augmentation_steps
+from steprl.algo.augment import augmentation_samples, low_success_rule, num_alternatives, select_augmentation_steps
 from steprl.algo.loss import PolicyLoss, policy_loss
 from steprl.algo.sampling import Allocation, SRTrajScheduler, UniformScheduler, replacement_probability
 from steprl.algo.samples import actions_equivalent, step_samples, trajectory_sample
@@ -50,6 +50,7 @@ __all__ = [
     "policy_loss",
     "replacement_probability",
     "select_augmentation_steps",
+    "low_success_rule",
     "slgrpo_group_advantages",
     "sr_adv_trajectory_advantages",
     "sr_advantage",

@@ -1,6 +1,6 @@
 """Advantages: group-normalised (T-GRPO), success-rate weighted (SR-Adv), GiGPO, SL-GRPO groups.
 
-ALGORITHM.md §3, §4 and §6. Every function here takes numbers (or trajectories, for the ones that
+docs/algorithm.md §3, §4 and §6. Every function here takes numbers (or trajectories, for the ones that
 need their structure) and returns numbers; which samples they end up on is `samples.py`'s job.
 """
 
@@ -126,6 +126,32 @@ def anchor_key(observation: Observation) -> str:
     return "pixels:" + digest.hexdigest()
 
 
+def episode_advantages(
+    scores: Sequence[float],
+    group_ids: Sequence[Hashable],
+    lengths: Sequence[int],
+    mean_over: str = "trajectory",
+    eps: float = 1e-6,
+    norm_by_std: bool = False,
+) -> np.ndarray:
+    """GiGPO's episode-level advantage A^E, one per trajectory.
+
+    `mean_over="trajectory"` (the GiGPO paper's Eq. 3): every trajectory of the group counts once,
+    A^E_j = r_j − mean_j(r) (`grpo_advantages`). `"step"` (verl-agent's default, where each step sample
+    carries its episode's return): trajectory j counts T_j times, so the group mean is
+    Σ_j T_j·r_j / Σ_j T_j and long trajectories weigh more; the std (with `norm_by_std`) is the
+    sample std of those step-level values.
+    """
+    if mean_over not in ("trajectory", "step"):
+        raise ValueError(f"algo.gigpo_episode_mean={mean_over!r}: use 'trajectory' or 'step'.")
+    if mean_over == "trajectory":
+        return grpo_advantages(scores, group_ids, eps=eps, norm_by_std=norm_by_std)
+    owner = [j for j, length in enumerate(lengths) for _ in range(max(int(length), 1))]
+    per_step = grpo_advantages([scores[j] for j in owner], [group_ids[j] for j in owner], eps=eps, norm_by_std=norm_by_std)
+    first = {j: per_step[k] for k, j in reversed(list(enumerate(owner)))}
+    return np.array([first[j] for j in range(len(scores))], dtype=np.float64)
+
+
 def gigpo_advantages(
     trajectories: Sequence[Trajectory],
     omega: float = 1.0,
@@ -133,11 +159,12 @@ def gigpo_advantages(
     step_norm: str = "mean",
     episode_norm_by_std: bool = False,
     eps: float = 1e-6,
+    episode_mean: str = "trajectory",
 ) -> list[np.ndarray | None]:
     """GiGPO: per step, A = A^E + ω·A^S (None for env-error rollouts).
 
     A^E is the group advantage of the trajectory's score among the task's valid rollouts this round
-    (`grpo_advantages`, std division if `episode_norm_by_std`). A^S groups all steps of one task's
+    (`episode_advantages`: mean over trajectories or over steps, std division if `episode_norm_by_std`). A^S groups all steps of one task's
     rollouts by anchor state (`anchor_key`) and scores them by the discounted return R_t;
     `step_norm="mean"`: A^S = R_t − mean of its anchor group (F_norm = 1, default),
     `"mean_std"`: divided by (sample std + ε). Anchor groups of one step get A^S = 0.
@@ -145,9 +172,11 @@ def gigpo_advantages(
     if step_norm not in ("mean", "mean_std"):
         raise ValueError(f"algo.gigpo_step_norm={step_norm!r}: use 'mean' or 'mean_std'.")
     valid = [i for i, t in enumerate(trajectories) if t.valid]
-    episode = grpo_advantages(
+    episode = episode_advantages(
         [trajectories[i].score for i in valid],
         [trajectories[i].task.id for i in valid],
+        [trajectories[i].length for i in valid],
+        mean_over=episode_mean,
         eps=eps,
         norm_by_std=episode_norm_by_std,
     )

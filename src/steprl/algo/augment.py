@@ -1,22 +1,23 @@
-"""SL-GRPO: step-level groups of alternative actions for low-success tasks (ALGORITHM.md §4).
+"""SL-GRPO: step-level groups of alternative actions for low-success tasks (docs/algorithm.md §4).
 
 For a step sample (context, y_t) of a task with ŝ_i ≤ s_low, the caller samples K = N/2 − 1
 alternative responses from the current policy on the same context and parses them; this module
 scores the group G = {y_t} ∪ alternatives (r(y_t) = 1; an alternative gets 1 if its action is
 equivalent to a_t, or the env's verdict with `aug.reward=env`) and turns it into samples with
-A_j = (r_j − mean(r_G)) / (std(r_G) + ε). Sampling needs the policy, so the datamodule runs the loop:
-`select_augmentation_steps` picks the steps; for each, it samples `num_alternatives(N)` responses
-on the step's dialogue, parses them, and hands them to `augmentation_samples`.
+A_j = (r_j − mean(r_G)) / (std(r_G) + ε). Sampling needs the policy, so the round (steprl/round.py)
+runs the loop: `select_augmentation_steps` picks the steps; for each, it samples
+`num_alternatives(N)` responses on the step's dialogue, parses them, and hands them to
+`augmentation_samples`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from steprl.algo.advantages import slgrpo_group_advantages
-from steprl.algo.samples import actions_equivalent
+from steprl.algo.samples import SampleOrigin, actions_equivalent
 from steprl.algo.success_rate import SuccessRateRecorder
 from steprl.types import Action, Generation, TrainingSample
 
@@ -29,26 +30,41 @@ def num_alternatives(rollouts_per_task: int) -> int:
     return max(rollouts_per_task // 2 - 1, 0)
 
 
-def select_augmentation_steps(
-    step_samples: Sequence[TrainingSample], recorder: SuccessRateRecorder, s_low: float
-) -> list[TrainingSample]:
-    """The step samples SL-GRPO augments: steps of successful trajectories of tasks with ŝ_i ≤ s_low.
+def low_success_rule(recorder: SuccessRateRecorder, s_low: float) -> Callable[[str], bool]:
+    """The paper's rule for "this task is hard": ŝ_i ≤ s_low. A task the record has never seen is
+    not hard (nothing says it is)."""
 
-    - Only `source == "step"` samples with a positive advantage qualify: y_t is the group's
-      reference answer (r = 1), so it must come from a successful trajectory. SR-Adv gives those
-      1 − ŝ_i > 0 and failures no sample; with the broadcast GRPO advantage (the "without SR-Adv"
-      ablation) failures get A ≤ 0 and are left out.
-    - A task the recorder has never seen is skipped (nothing says it is hard). Pass the recorder
-      *after* this round's update: then every task with a step sample is known, including on the
-      first round.
+    def is_low(task_id: str) -> bool:
+        rate = recorder.get(task_id)
+        return rate is not None and rate <= s_low
+
+    return is_low
+
+
+def select_augmentation_steps(
+    pairs: Sequence[tuple[TrainingSample, SampleOrigin]],
+    is_low_success: Callable[[str], bool],
+    success_threshold: float,
+) -> list[tuple[TrainingSample, SampleOrigin]]:
+    """The step samples SL-GRPO augments, with their origins.
+
+    y_t is the group's reference answer (r = 1), so it must come from a trajectory that SUCCEEDED
+    (score ≥ success_threshold), never from a failed one that happens to have a positive group
+    advantage (partial-credit scores), and its action must have parsed and been valid (an
+    unparseable y_t is never reinforced). Only `source == "step"` samples of tasks for which
+    `is_low_success(task_id)` holds qualify (`low_success_rule`: ŝ_i ≤ s_low).
     """
     selected = []
-    for sample in step_samples:
-        if sample.source != "step" or sample.advantage <= 0.0:
+    for sample, origin in pairs:
+        if sample.source != "step" or origin.turn_index is None:
             continue
-        rate = recorder.get(sample.task_id)
-        if rate is not None and rate <= s_low:
-            selected.append(sample)
+        if origin.trajectory.score < success_threshold or not origin.trajectory.valid:
+            continue
+        turn = origin.trajectory.turns[origin.turn_index]
+        if turn.action is None or not turn.action_valid:
+            continue
+        if is_low_success(sample.task_id):
+            selected.append((sample, origin))
     return selected
 
 

@@ -29,7 +29,7 @@ def step_dialogue(
     """The context of one step: the last `num_responses` (k) previous responses, the last
     `num_screenshots` (m) of those with their screenshots, then the current screenshot.
 
-    ALGORITHM.md §3: history window k = 3 responses, m = 0 screenshots by default. m is capped at k:
+    docs/algorithm.md §3: history window k = 3 responses, m = 0 screenshots by default. m is capped at k:
     a screenshot is shown only together with the response that followed it. `response` /
     `response_ids` (and the sampler's `response_logprobs`) fill the current turn for a training
     sample; leave them empty for generation.

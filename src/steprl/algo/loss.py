@@ -1,4 +1,4 @@
-"""The policy loss: token-level PPO-clip with asymmetric clipping, KL, entropy (ALGORITHM.md §5).
+"""The policy loss: token-level PPO-clip with asymmetric clipping, KL, entropy (docs/algorithm.md §5).
 
 Inputs are [B, T] tensors over the target tokens of a mini-batch (B sequences, T positions) and a
 mask that is true on trainable tokens; padding and prompt positions are masked out and contribute
@@ -15,6 +15,7 @@ import torch
 AGG_MODES = ("token-mean", "seq-mean-token-mean")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 LOG_RATIO_LIMIT = 20.0  # exp(±20) keeps ρ finite when a log-prob collapses (as verl does)
+K3_LIMIT = 10.0  # the k3 KL estimate per token is clamped to [−10, 10] (as verl does)
 
 
 def aggregate(values: torch.Tensor, mask: torch.Tensor, agg: str = "token-mean") -> torch.Tensor:
@@ -40,7 +41,8 @@ def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k3"
     """Per-token estimate of KL(π_θ ‖ π_ref) from tokens sampled by π_θ (Schulman's estimators).
 
     k1 = log π_θ − log π_ref; k2 = ½·(log π_θ − log π_ref)²;
-    k3 = exp(log π_ref − log π_θ) − (log π_ref − log π_θ) − 1 (unbiased, never negative).
+    k3 = exp(log π_ref − log π_θ) − (log π_ref − log π_θ) − 1 (unbiased, never negative), clamped to
+    at most K3_LIMIT = 10 per token.
     """
     if estimator == "k1":
         return logp - ref_logp
@@ -48,7 +50,9 @@ def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k3"
         return 0.5 * (logp - ref_logp) ** 2
     if estimator == "k3":
         log_ratio = (ref_logp - logp).clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
-        return torch.exp(log_ratio) - log_ratio - 1.0
+        # Clamped to ±K3_LIMIT as verl does: one token whose log-prob collapsed (e^20 ≈ 5e8) would
+        # otherwise swamp the whole KL term the moment algo.kl_coef > 0.
+        return (torch.exp(log_ratio) - log_ratio - 1.0).clamp(-K3_LIMIT, K3_LIMIT)
     raise ValueError(f"kl_estimator={estimator!r}: use one of {', '.join(KL_ESTIMATORS)}.")
 
 

@@ -1,4 +1,4 @@
-"""Trajectories → training samples, and when two actions count as the same (ALGORITHM.md §3, §4, §6).
+"""Trajectories → training samples, and when two actions count as the same (docs/algorithm.md §3, §4, §6).
 
 A step sample is one turn t of a trajectory in its step context (task instruction, the last k
 responses as text, the last m screenshots, the current screenshot) with y_t as the trainable
@@ -12,9 +12,20 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from steprl.algo.context import step_dialogue, trajectory_dialogue
 from steprl.types import Action, TrainingSample, Trajectory
+
+
+@dataclass(frozen=True)
+class SampleOrigin:
+    """Where a training sample came from: its trajectory and, for a step sample, the turn index t
+    (None for a whole-trajectory sample). SL-GRPO uses it to find a_t (`turns[t].action`) and, with
+    `algo.aug_reward=env`, the state to restore."""
+
+    trajectory: Trajectory
+    turn_index: int | None
 
 
 def step_samples(

@@ -1,4 +1,4 @@
-"""Which tasks are rolled out each round: the epoch schedule and SR-Traj (ALGORITHM.md §2).
+"""Which tasks are rolled out each round: the epoch schedule and SR-Traj (docs/algorithm.md §2).
 
 Each round schedules B tasks × N copies. SR-Traj replaces each copy of a task with known ŝ_i, with
 probability p_rep(ŝ_i) = 1 / (1 + exp(−κ·(ŝ_i − s0))), by a task drawn uniformly from the cache

@@ -23,7 +23,7 @@ from steprl.algo.advantages import gigpo_advantages, grpo_advantages, sr_adv_tra
 from steprl.algo.augment import REWARD_FUNCTIONS, num_alternatives
 from steprl.algo.loss import PolicyLoss, check_is_settings, check_loss_settings
 from steprl.algo.sampling import SRTrajScheduler, TaskScheduler, UniformScheduler
-from steprl.algo.samples import step_samples, trajectory_sample
+from steprl.algo.samples import SampleOrigin, step_samples, trajectory_sample
 from steprl.algo.success_rate import SuccessRateRecorder, is_success
 from steprl.types import TrainingSample, Trajectory
 
@@ -31,6 +31,8 @@ SAMPLINGS = ("sr_traj", "uniform")
 SAMPLE_LEVELS = ("step", "trajectory")
 ADVANTAGES = ("sr_adv", "grpo", "gigpo")
 STEP_NORMS = ("mean", "mean_std")
+EPISODE_MEANS = ("trajectory", "step")
+RECORD_SNAPSHOTS = ("before", "after")
 
 
 @dataclass
@@ -51,11 +53,13 @@ class AlgorithmSpec:
     use_failed_trajectories: bool = False  # False: only successful trajectories give samples
     advantage: str = "sr_adv"  # "sr_adv" (1 − ŝ_i) | "grpo" (group-normalised score) | "gigpo"
     sr_adv_unseen: str | float = "round"  # ŝ_i for a task never seen: "round" (this round's k/n) or a rate [reconstructed]
+    sr_adv_record: str = "before"  # ŝ_i that SR-Adv reads: the record "before" or "after" this round's update [reconstructed]
     grpo_eps: float = 1e-6  # ε of (r − mean)/(std + ε)
     norm_by_std: bool = True  # divide episode-level group advantages by the std (False: Dr. GRPO / GiGPO F_norm = 1)
     gigpo_omega: float = 1.0  # ω: weight of the step-level advantage A^S
     gigpo_gamma: float = 0.95  # γ of the discounted step return R_t
     gigpo_step_norm: str = "mean"  # A^S normalisation: "mean" | "mean_std"
+    gigpo_episode_mean: str = "trajectory"  # A^E group mean over "trajectory" (GiGPO paper, Eq. 3) or "step" (verl-agent)
     # History window of step samples, images of trajectory samples
     history_responses: int = 3  # k previous responses as text
     history_screenshots: int = 0  # m previous screenshots (m ≤ k)
@@ -63,6 +67,7 @@ class AlgorithmSpec:
     # SL-GRPO (§4)
     augment: bool = True
     s_low: float = 0.2  # augment steps of tasks with ŝ_i ≤ s_low (paper)
+    slgrpo_record: str = "after"  # ŝ_i that SL-GRPO compares with s_low: "after" (first-round tasks qualify) or "before" [reconstructed]
     aug_reward: str = "equivalence"  # "equivalence" (action match) | "env" (same next state, needs snapshots)
     aug_weight: float = 1.0  # loss weight of augmentation samples [reconstructed]
     aug_temperature: float = 1.0  # sampling temperature of the alternatives [reconstructed]
@@ -100,6 +105,9 @@ class AlgorithmSpec:
         one_of("sample_level", SAMPLE_LEVELS)
         one_of("advantage", ADVANTAGES)
         one_of("gigpo_step_norm", STEP_NORMS)
+        one_of("gigpo_episode_mean", EPISODE_MEANS)
+        one_of("sr_adv_record", RECORD_SNAPSHOTS)
+        one_of("slgrpo_record", RECORD_SNAPSHOTS)
         one_of("aug_reward", REWARD_FUNCTIONS)
         need(0.0 < self.alpha <= 1.0, f"algo.alpha={self.alpha} must be in (0, 1].")
         need(
@@ -122,6 +130,13 @@ class AlgorithmSpec:
         need(
             not (self.advantage == "gigpo" and self.sample_level != "step"),
             "algo.advantage=gigpo gives one advantage per step: set algo.sample_level=step.",
+        )
+        need(
+            not (self.sample_level == "trajectory" and (self.history_responses < self.max_images or self.history_screenshots < self.max_images - 1)),
+            f"algo.sample_level=trajectory trains on the whole trajectory with up to max_images={self.max_images} screenshots; "
+            "the policy must act in that same context: set algo.history_responses >= max_images and "
+            "algo.history_screenshots >= max_images - 1 (conf/algo/t_grpo.yaml), or train each step in the acting window "
+            "with algo=t_grpo_window.",
         )
         need(
             not (self.augment and self.sample_level != "step"),
@@ -238,6 +253,7 @@ def _gigpo(spec: AlgorithmSpec, trajectories: Sequence[Trajectory], recorder: Su
         step_norm=spec.gigpo_step_norm,
         episode_norm_by_std=spec.norm_by_std,
         eps=spec.grpo_eps,
+        episode_mean=spec.gigpo_episode_mean,
     )
 
 
@@ -245,22 +261,12 @@ def _gigpo(spec: AlgorithmSpec, trajectories: Sequence[Trajectory], recorder: Su
 ADVANTAGE_FUNCTIONS: dict[str, AdvantageFunction] = {"sr_adv": _sr_adv, "grpo": _grpo, "gigpo": _gigpo}
 
 
-@dataclass(frozen=True)
-class SampleOrigin:
-    """Where a training sample came from: its trajectory and, for a step sample, the turn index t
-    (None for a whole-trajectory sample). SL-GRPO uses it to find a_t (`turns[t].action`) and, with
-    `aug.reward=env`, the state to restore."""
-
-    trajectory: Trajectory
-    turn_index: int | None
-
-
 def build_samples_with_origins(
-    spec: AlgorithmSpec, trajectories: Sequence[Trajectory], recorder_before_update: SuccessRateRecorder
+    spec: AlgorithmSpec, trajectories: Sequence[Trajectory], recorder: SuccessRateRecorder
 ) -> list[tuple[TrainingSample, SampleOrigin]]:
     """`build_samples`, each sample paired with its `SampleOrigin`."""
     valid = [t for t in trajectories if t.valid]
-    advantages = ADVANTAGE_FUNCTIONS[spec.advantage](spec, valid, recorder_before_update)
+    advantages = ADVANTAGE_FUNCTIONS[spec.advantage](spec, valid, recorder)
     pairs: list[tuple[TrainingSample, SampleOrigin]] = []
     for trajectory, advantage in zip(valid, advantages):
         if advantage is None or not trajectory.turns:
@@ -283,17 +289,18 @@ def build_samples_with_origins(
 
 
 def build_samples(
-    spec: AlgorithmSpec, trajectories: Sequence[Trajectory], recorder_before_update: SuccessRateRecorder
+    spec: AlgorithmSpec, trajectories: Sequence[Trajectory], recorder: SuccessRateRecorder
 ) -> list[TrainingSample]:
     """A round's trajectories → training samples with advantages (without SL-GRPO, which needs
     the policy: see `augment.py`).
 
-    Env-error rollouts are dropped first (ALGORITHM.md §1); advantages follow `spec.advantage`
-    (SR-Adv reads ŝ_i from `recorder_before_update`, the record before this round's update);
+    Env-error rollouts are dropped first (docs/algorithm.md §1); advantages follow `spec.advantage`
+    (SR-Adv reads ŝ_i from `recorder`: the round passes the record before or after this round's
+    update, following `spec.sr_adv_record`);
     failed trajectories give samples only with `use_failed_trajectories`; each kept trajectory
     becomes step samples or one trajectory sample following `spec.sample_level`.
     """
-    return [sample for sample, _ in build_samples_with_origins(spec, trajectories, recorder_before_update)]
+    return [sample for sample, _ in build_samples_with_origins(spec, trajectories, recorder)]
 
 
 def build_recorder(spec: AlgorithmSpec) -> SuccessRateRecorder:

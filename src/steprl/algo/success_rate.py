@@ -1,4 +1,4 @@
-"""The success-rate record ŝ_i (ALGORITHM.md §1): a smoothed per-task success rate.
+"""The success-rate record ŝ_i (docs/algorithm.md §1): a smoothed per-task success rate.
 
 Once per round, every task i that got n_i > 0 valid rollouts with k_i successes is updated:
 ŝ_i ← (1 − α)·ŝ_i + α·k_i/n_i, and the first observation sets ŝ_i = k_i/n_i. Rollouts that ended in
@@ -33,7 +33,7 @@ def counts_from_trajectories(
     """(k_i, n_i) per task from one round's trajectories.
 
     Trajectories with `env_error` set are skipped: a crashed VM says nothing about the policy, so
-    it is neither a success nor a failure (ALGORITHM.md §1). A task whose rollouts all crashed gets
+    it is neither a success nor a failure (docs/algorithm.md §1). A task whose rollouts all crashed gets
     no entry, and the recorder leaves it untouched.
     """
     counts: dict[str, list[int]] = {}

@@ -40,13 +40,16 @@ class SuccessRateDataModule(LightningDataModule):
     per round; `eval_tasks` are the held-out split of `evaluate`.
     """
 
-    def __init__(self, runner: RoundRunner, eval_tasks: Sequence[Task], batch_size: int) -> None:
+    def __init__(self, runner: RoundRunner, eval_tasks: Sequence[Task], batch_size: int, steps_per_round: int | None = None) -> None:
         super().__init__()
         if batch_size < 1:
             raise ConfigError(f"data.batch_size = {batch_size}; it must be >= 1.")
+        if steps_per_round is not None and steps_per_round < 1:
+            raise ConfigError(f"data.steps_per_round = {steps_per_round}; it must be >= 1 (or null: one step per batch_size samples).")
         self.runner = runner
         self.eval_tasks = list(eval_tasks)
         self.batch_size = int(batch_size)
+        self.steps_per_round = steps_per_round
         self.next_round = 0  # the epoch whose round comes next (checkpointed)
         self.last_round: RoundReport | None = None
         self.progress: Callable[[int, int], None] | None = None  # set by the RolloutProgress callback
@@ -68,17 +71,24 @@ class SuccessRateDataModule(LightningDataModule):
         self.next_round = epoch + 1
         round_ = self.runner.run(epoch, self.trainer.lightning_module.policy, progress=self.progress)
         self.last_round = round_.report
-        return DataLoader(self.minibatches(round_.samples, epoch), batch_size=None, collate_fn=self.collate)
+        minibatches = self.minibatches(round_.samples, epoch)
+        self.last_round.optimizer_steps = sum(batch.has_tokens for batch in minibatches)
+        return DataLoader(minibatches, batch_size=None, collate_fn=self.collate)
 
     def minibatches(self, samples: list[TrainingSample], epoch: int) -> list[MiniBatch]:
-        """`algo.ppo_epochs` shuffled passes cut into mini-batches. Every rank gets the same number of
-        mini-batches (padded with samples that carry no trainable token) so DDP never waits on a rank."""
+        """`algo.ppo_epochs` shuffled passes cut into mini-batches of `batch_size`, or, with
+        `data.steps_per_round`, into exactly that many mini-batches (so methods that make different
+        numbers of samples from the same rollouts take the same number of optimiser steps). Every rank
+        gets the same number of mini-batches (padded with samples that carry no trainable token) so DDP
+        never waits on a rank."""
         comm = self.runner.comm
         rng = np.random.default_rng([self.runner.seed, epoch, comm.rank, 7])
-        batches: list[list[TrainingSample]] = []
-        for _ in range(self.runner.algo.ppo_epochs):
-            order = rng.permutation(len(samples))
-            batches += [[samples[i] for i in order[s : s + self.batch_size]] for s in range(0, len(samples), self.batch_size)]
+        order = np.concatenate([rng.permutation(len(samples)) for _ in range(self.runner.algo.ppo_epochs)]).astype(int)
+        if self.steps_per_round is None:
+            passes = np.split(order, self.runner.algo.ppo_epochs) if len(samples) else []
+            batches = [[samples[i] for i in p[s : s + self.batch_size]] for p in passes for s in range(0, len(p), self.batch_size)]
+        else:
+            batches = [[samples[i] for i in part] for part in np.array_split(order, self.steps_per_round)]
         count = max(comm.all_reduce_max([len(batches)])[0], 1)
         batches += [[] for _ in range(count - len(batches))]
         batches = [batch or [self.runner.padding_sample()] for batch in batches]

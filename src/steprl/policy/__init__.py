@@ -1,6 +1,6 @@
 """The VLM policy: prompt templates, model inputs, the policy module, the tiny model, warm start.
 
-Nothing here imports an environment (DESIGN.md, dependency direction): the policy reads
+Nothing here imports an environment (docs/architecture.md, dependency direction): the policy reads
 `Dialogue`s and returns `Generation`s; warm start reads `TrainingSample`s.
 """
 

@@ -14,7 +14,7 @@ import numpy as np
 from steprl.envs.counter import DOWN, FINISH, UP, CounterEnv, counter_goal, counter_value, parse_counter_action  # noqa: F401
 from steprl.types import Dialogue, Generation
 
-COUNTER_ENV = "counter"
+COUNTER_ENV = "steprl.envs.counter:CounterEnv"  # its "module:attribute" path; registered as "counter"
 
 #: Generic UI-TARS actions that MiniDesk (448x280 screen) accepts, for fake policies on MiniDesk.
 MINIDESK_ACTIONS = (
