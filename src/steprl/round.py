@@ -91,6 +91,15 @@ class RoundReport:
 
 
 @dataclass
+class Collected:
+    """The environment-bound half of a round: its trajectories and the report so far."""
+
+    epoch: int
+    trajectories: list[Trajectory]
+    report: RoundReport
+
+
+@dataclass
 class Round:
     """What a round produced: training samples (old log-probs filled in), where each came from
     (`origins[i]` is the trajectory and turn of `samples[i]`; an SL-GRPO sample has its reference
@@ -201,7 +210,12 @@ class RoundRunner:
 
     # ------------------------------------------------------------------ the round
     def run(self, epoch: int, policy: Any, progress: Callable[[int, int], Any] | None = None) -> Round:
-        """Round `epoch` with `policy` (see the module docstring)."""
+        """Round `epoch` with `policy` (see the module docstring): `collect`, then `finish`."""
+        return self.finish(self.collect(epoch, policy, progress), policy)
+
+    def collect(self, epoch: int, policy: Any, progress: Callable[[int, int], Any] | None = None) -> Collected:
+        """Steps 1-2, the environment-bound half: schedule, SR-Traj (from the record as it is now),
+        shard, and roll out this rank's copies with `policy` (which may be a snapshot of older weights)."""
         report = RoundReport(epoch=epoch, started_at=time.perf_counter())
         rank, world = self.comm.rank, self.comm.world
 
@@ -210,13 +224,19 @@ class RoundRunner:
         report.replaced_copies, report.cache_size = allocation.num_replaced, allocation.cache_size
         my_copies = [allocation.copies[i] for i in shard_groups(allocation.copies, world)[rank]]
 
-        # 2. roll out this rank's copies with the current policy
+        # 2. roll out this rank's copies
         self._reseed(policy, epoch, rank)
         started = time.perf_counter()
         with inference(policy):
             trajectories = self.collector.collect([self.tasks[t] for t in my_copies], policy, progress=progress)
         report.rollout_s = time.perf_counter() - started
         self._count_rollouts(report, trajectories)
+        return Collected(epoch, trajectories, report)
+
+    def finish(self, collected: Collected, policy: Any) -> Round:
+        """Steps 3-4, the trainer-side half: update the record (a collective under DDP), build the
+        samples, SL-GRPO with `policy`, and old log-probs with `policy` (the weights about to be updated)."""
+        trajectories, report = collected.trajectories, collected.report
 
         # 3. the success-rate record: every rank adds every rank's raw successes
         recorder_before = self.recorder.copy()
