@@ -27,7 +27,7 @@ from steprl.analysis import (
     wandb_group,
 )
 from steprl.analysis.curves import heldout_curve
-from steprl.analysis.testing import config, demo_sweep, write_run
+from steprl.analysis.demo import config, demo_sweep, write_run
 from tests.train_config import ROOT
 
 SCRIPT = ROOT / "scripts" / "compare_runs.py"

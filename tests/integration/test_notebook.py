@@ -7,7 +7,7 @@ import nbformat
 from nbclient import NotebookClient
 from PIL import Image
 
-from steprl.analysis.testing import demo_sweep
+from steprl.analysis.demo import demo_sweep
 from tests.train_config import ROOT
 
 NOTEBOOK = ROOT / "notebooks" / "analysis.ipynb"

@@ -1,5 +1,5 @@
-"""Synthetic run directories in train.py's layout, for tests and for trying the notebook without
-training (`python -m steprl.analysis.testing DIR` writes a small threshold sweep into DIR)."""
+"""Demo data: synthetic run directories in train.py's layout, for trying the notebook without
+training (`python -m steprl.analysis.demo DIR` writes a small threshold sweep into DIR) and for the tests."""
 
 from __future__ import annotations
 
