@@ -1,8 +1,12 @@
-"""GPU smoke test: a policy of UI-TARS-7B-DPO's shape through rollout and one STEP update, timed.
+"""GPU smoke test: a policy of UI-TARS-7B-DPO's shape through rollout and STEP updates, timed.
 
     python scripts/gpu_smoke.py                 # Qwen2-VL 7B shape, random bf16 weights, one CUDA GPU
+    python scripts/gpu_smoke.py --trainer fsdp  # the same under trainer=fsdp (FSDPStrategy from
+                                                # conf/trainer/fsdp.yaml, fp32 weights, bf16-mixed, HF engine),
+                                                # two RL epochs, per-epoch timings and peak memory
     python scripts/gpu_smoke.py --tiny          # the same code path with a tiny Qwen2-VL on the CPU (float32:
                                                 # bf16 matmuls are several times slower than fp32 on most CPUs)
+    python scripts/gpu_smoke.py --tiny --trainer fsdp   # FSDP's code path on the CPU (one process)
     python scripts/gpu_smoke.py --no-vllm       # skip the vLLM phase even where vllm is installed
 
 Phases (each timed):
@@ -16,9 +20,15 @@ Phases (each timed):
    (r=64, alpha=128), gradient checkpointing, frozen vision tower (conf/policy/ui_tars_7b_dpo.yaml).
 3. HF rollout: `--envs` MiniDesk episodes of at most `--steps` steps, batched by the real
    `RolloutCollector` over the in-process pool; generated tokens per second of generation time.
-4. STEP update: one epoch of the real `SuccessRateDataModule` (rollout, SR record, step samples,
-   old log-probs) and `StepLightningModule` under `lightning.Trainer(accelerator="gpu",
-   precision="bf16-mixed", max_epochs=1)`. A random-weight model never succeeds, and STEP trains on
+4. STEP update: `--epochs` epochs (default 1; 2 with `--trainer fsdp`) of the real `RoundRunner` +
+   `SuccessRateDataModule` (rollout, SR record, step samples, old log-probs) and
+   `StepLightningModule` under `lightning.Trainer(accelerator="gpu", precision="bf16-mixed")`.
+   With `--trainer fsdp` the strategy is `steprl.lightning.strategies.fsdp_strategy` as
+   conf/trainer/fsdp.yaml sets it (FULL_SHARD, activation checkpointing; on one GPU FSDP keeps the
+   weights whole, so the HF engine decodes in-process), the policy as that preset asks
+   (policy.dtype=float32, policy.gradient_checkpointing=false), and each round starts with
+   `policy_for_round` (issue 20: without it the first training step fails); the
+   standalone HF rollout of phase 3 is skipped (the epochs roll out themselves). A random-weight model never succeeds, and STEP trains on
    successful trajectories only, so the smoke uses STEP's pipeline with GRPO advantages on all
    trajectories (preset `step_no_sradv`, SL-GRPO off) and a small entropy bonus, which gives the
    LoRA weights a non-zero gradient: the script checks that they changed. Training samples per
@@ -29,7 +39,8 @@ Phases (each timed):
    rollout as phase 3; generated tokens per second.
 
 Prints one table (seconds per phase, tokens/s, samples/s, peak GPU memory from
-torch.cuda.max_memory_allocated) and writes it as JSON to $OUT/gpu_smoke.json when $OUT is set (or
+torch.cuda.max_memory_allocated; per epoch: time/* of the StepTimer and the epoch's peak memory
+under `figures["epochs"]`) and writes it as JSON to $OUT/gpu_smoke.json when $OUT is set (or
 to --json). Needs torch, transformers, peft, lightning, numpy, pillow and ui-tars; never hydra,
 omegaconf or wandb, and no network. Runs from a source checkout without installing steprl.
 """
@@ -247,11 +258,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=("bfloat16", "float32"), default=None, help="default: bfloat16 on the GPU, float32 with --tiny")
     parser.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda, cpu with --tiny (--tiny --device cuda: GPU tests)")
     parser.add_argument("--no-vllm", action="store_true", help="skip the vLLM phase")
+    parser.add_argument("--trainer", choices=("single", "fsdp"), default="single", help="single: one device, no strategy; fsdp: conf/trainer/fsdp.yaml's strategy")
+    parser.add_argument("--epochs", type=int, default=None, help="RL epochs of the update phase (default: 1, or 2 with --trainer fsdp)")
+    parser.add_argument("--precision", default=None, help="Lightning precision (default: bf16-mixed on the GPU; 32-true for float32 on the CPU)")
     parser.add_argument("--json", type=Path, default=None, help="write the report here (default: $OUT/gpu_smoke.json when $OUT is set)")
     args = parser.parse_args(argv)
     args.device = args.device or ("cpu" if args.tiny else "cuda")
-    args.dtype = args.dtype or ("float32" if args.tiny else "bfloat16")
-    args.precision = "bf16-mixed" if args.dtype == "bfloat16" else "32-true"
+    requested_precision = args.precision
+    args.epochs = args.epochs or (2 if args.trainer == "fsdp" else 1)
+    if args.trainer == "fsdp":
+        # conf/trainer/fsdp.yaml: fp32 weights (one dtype per FSDP unit, LoRA is fp32), bf16 compute
+        if args.dtype not in (None, "float32"):
+            parser.error("--trainer fsdp keeps the weights in float32 (FSDP flattens each unit into one dtype)")
+        args.dtype = "float32"
+        args.precision = "bf16-mixed" if args.device == "cuda" else "32-true"
+    else:
+        args.dtype = args.dtype or ("float32" if args.tiny else "bfloat16")
+        args.precision = "bf16-mixed" if args.dtype == "bfloat16" else "32-true"
+    args.precision = requested_precision or args.precision
     if args.envs < 2 or args.envs % 2:
         parser.error("--envs must be an even number >= 2 (tasks x 2 rollouts each at least)")
     return args
@@ -273,7 +297,7 @@ def main(argv: list[str] | None = None) -> Report:
     shape_name = "tiny" if args.tiny else "ui-tars-7b-dpo"
     report = Report(
         device=torch.cuda.get_device_name(0) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})",
-        model=f"{shape_name} (Qwen2-VL{'' if args.tiny else ' 7B'}, random weights, {args.dtype}, LoRA r=64)",
+        model=f"{shape_name} (Qwen2-VL{'' if args.tiny else ' 7B'}, random weights, {args.dtype}, LoRA r=64, trainer={args.trainer}, {args.epochs} epoch(s))",
         versions=package_versions(),
     )
     phase = Phases(report, started)
@@ -334,21 +358,28 @@ def run(args: argparse.Namespace, device: torch.device, shape_name: str, report:
     }
     tasks = [train_tasks[i // 2] for i in range(args.envs)]  # envs/2 tasks x 2 rollouts
 
-    with phase("hf rollout"):
-        seconds, tokens, env_steps = rollout(policy, tasks, env_kwargs, args.envs)
-    report.figures["hf_tokens_per_s"] = tokens / seconds if seconds > 0 else 0.0
-    report.figures["hf_generated_tokens"] = tokens
-    report.figures["env_steps"] = env_steps
+    if args.trainer == "single":
+        with phase("hf rollout"):
+            seconds, tokens, env_steps = rollout(policy, tasks, env_kwargs, args.envs)
+        report.figures["hf_tokens_per_s"] = tokens / seconds if seconds > 0 else 0.0
+        report.figures["hf_generated_tokens"] = tokens
+        report.figures["env_steps"] = env_steps
 
-    with phase("step update"):
-        samples, update_s, changed = step_update(policy, train_tasks, env_kwargs, device, args)
+    with phase("step update"):  # args.epochs epochs under args.trainer (both in the report's model line)
+        samples, update_s, changed, epochs = step_update(policy, train_tasks, env_kwargs, device, args)
     report.figures["train_samples"] = samples
     report.figures["train_samples_per_s"] = samples / update_s if update_s > 0 else 0.0
     report.figures["lora_weights_changed"] = changed
+    report.figures["epochs"] = epochs
     if not changed:
         raise RuntimeError("the STEP update left the LoRA weights unchanged: the training path is broken")
+    if len(epochs) != args.epochs:
+        raise RuntimeError(f"{len(epochs)} of {args.epochs} epochs ran")
 
-    vllm_phase(policy, tasks, env_kwargs, args, report, phase)
+    if args.trainer == "fsdp":
+        report.notes.append("vllm: skipped with --trainer fsdp (the HF engine's rollouts are measured)")
+    else:
+        vllm_phase(policy, tasks, env_kwargs, args, report, phase)
     if device.type != "cuda":
         report.notes.append("peak_memory_gib is the process's peak resident memory on the CPU")
 
@@ -365,7 +396,7 @@ def build_policy(tokenizer: Any, image_processor: Any, shape: dict[str, Any], de
         meta={"template": "computer_call_user", "coords": "relative1000"},
         dtype=args.dtype,
         device=str(device),
-        gradient_checkpointing=True,
+        gradient_checkpointing=args.trainer != "fsdp",  # FSDP checkpoints the layers itself
         freeze_vision_tower=True,
         lora={"r": 64, "alpha": 128},
         max_new_tokens=args.max_new_tokens,
@@ -374,51 +405,56 @@ def build_policy(tokenizer: Any, image_processor: Any, shape: dict[str, Any], de
     )
 
 
-def step_update(policy: Any, train_tasks: list[Any], env_kwargs: dict[str, Any], device: torch.device, args: argparse.Namespace) -> tuple[int, float, bool]:
-    """One epoch of the real datamodule + module under a Lightning Trainer; returns (training
-    samples, update seconds, whether the LoRA weights changed)."""
+def step_update(
+    policy: Any, train_tasks: list[Any], env_kwargs: dict[str, Any], device: torch.device, args: argparse.Namespace
+) -> tuple[int, float, bool, list[dict[str, float]]]:
+    """`args.epochs` epochs of the real round runner, datamodule and module under a Lightning
+    Trainer; returns (training samples, update seconds, whether the LoRA weights changed, the
+    per-epoch figures) — samples and update seconds summed over the epochs."""
     import lightning.pytorch as pl
 
     from steprl.algo.spec import AlgorithmSpec, build_loss
     from steprl.lightning.callbacks import StepTimer
-    from steprl.lightning.datamodule import SuccessRateDataModule
     from steprl.lightning.module import StepLightningModule
     from steprl.rollout import InProcessPool, RolloutCollector
+    from steprl.round import RoundRunner
 
     # STEP's pipeline with GRPO advantages on every trajectory (random weights never succeed) and
     # an entropy bonus, so that the update has a gradient whatever the rewards.
-    spec = AlgorithmSpec.preset("step_no_sradv", augment=False, entropy_coef=0.01)
+    spec = AlgorithmSpec.from_config(
+        {"name": "step_no_sradv", "advantage": "grpo", "use_failed_trajectories": True, "augment": False, "entropy_coef": 0.01, "ppo_epochs": 1}
+    )
     collector = RolloutCollector(InProcessPool("minidesk", env_kwargs, num_workers=args.envs), max_batch=args.envs, gather_wait_s=0.0)
-    datamodule = SuccessRateDataModule(
+    runner = RoundRunner(
         train_tasks=train_tasks,
-        eval_tasks=[],
         collector=collector,
         algo=spec,
         tasks_per_epoch=args.envs // 2,
         rollouts_per_task=2,
-        batch_size=args.batch_size,
         logprob_batch_size=args.batch_size,
         screen_size=SCREEN,
         seed=args.seed,
     )
+    datamodule = _prepared_datamodule(runner, args.batch_size)
     module = StepLightningModule(policy=policy, loss=build_loss(spec), optimizer=functools.partial(torch.optim.AdamW, lr=1e-4))
-    timer = StepTimer()
+    timer, epochs = StepTimer(), epoch_figures(device)
     with tempfile.TemporaryDirectory(prefix="steprl-smoke-") as root:
         trainer = pl.Trainer(
             accelerator="gpu" if device.type == "cuda" else "cpu",
             devices=1,
+            strategy=_strategy(args, device),
             precision=args.precision,
-            max_epochs=1,
+            max_epochs=args.epochs,
             reload_dataloaders_every_n_epochs=1,
             use_distributed_sampler=False,
             limit_val_batches=0,
             num_sanity_val_steps=0,
-            gradient_clip_val=1.0,
+            gradient_clip_val=1.0 if args.trainer == "single" else None,  # FSDP clips through its own root (not set here)
             logger=False,
             enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
-            callbacks=[timer],
+            callbacks=[timer, epochs],
             default_root_dir=root,
         )
         before = lora_snapshot(policy)
@@ -427,8 +463,84 @@ def step_update(policy: Any, train_tasks: list[Any], env_kwargs: dict[str, Any],
         finally:
             collector.close()
     changed = any(not torch.equal(a, b) for a, b in zip(before, lora_snapshot(policy)))
-    report = datamodule.last_round
-    return report.samples, float(trainer.callback_metrics["time/update_s"]), changed
+    samples = int(sum(e["samples"] for e in epochs.records))
+    update_s = sum(e.get("time/update_s", 0.0) for e in epochs.records)
+    return samples, update_s, changed, epochs.records
+
+
+def _strategy(args: argparse.Namespace, device: torch.device) -> Any:
+    """conf/trainer/fsdp.yaml's strategy for --trainer fsdp ("auto" otherwise)."""
+    if args.trainer != "fsdp":
+        return "auto"
+    from steprl.lightning.strategies import fsdp_strategy
+
+    strategy = fsdp_strategy(sharding_strategy="FULL_SHARD", activation_checkpointing=True, cpu_offload=False, state_dict_type="full")
+    if device.type == "cpu":
+        strategy.__class__ = _cpu_fsdp_strategy_class()  # --tiny on a CPU: check this code path without a GPU
+    return strategy
+
+
+def _cpu_fsdp_strategy_class() -> type:
+    """Lightning's FSDPStrategy on a CPU: Lightning refuses a CPU accelerator for its own class and
+    wraps with device_id=None, which torch FSDP refuses on a CPU; this subclass wraps as
+    `FSDPStrategy._setup_model` does, with device_id=cpu, and autocasts on the CPU where Lightning
+    autocasts on CUDA (`--precision bf16-mixed`). For checking the script only."""
+    from lightning.fabric.strategies.fsdp import _setup_activation_checkpointing
+    from lightning.pytorch.strategies import FSDPStrategy
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    class CPUFSDPStrategy(FSDPStrategy):
+        def setup(self, trainer: Any) -> None:
+            plugin = self.precision_plugin  # its autocast is CUDA's: the CPU's takes its place here
+            if "mixed" in str(plugin.precision):
+                dtype = torch.bfloat16 if plugin.precision == "bf16-mixed" else torch.float16
+                plugin.forward_context = lambda: torch.autocast("cpu", dtype=dtype)
+            super().setup(trainer)
+
+        def _setup_model(self, model: torch.nn.Module) -> torch.nn.Module:
+            wrapped = FullyShardedDataParallel(
+                module=model, cpu_offload=self.cpu_offload, mixed_precision=self.mixed_precision_config,
+                sharding_strategy=self.sharding_strategy, device_id=torch.device("cpu"), **self.kwargs,
+            )  # fmt: skip
+            _setup_activation_checkpointing(wrapped, self._activation_checkpointing_kwargs)
+            return wrapped
+
+    return CPUFSDPStrategy
+
+
+def _prepared_datamodule(runner: Any, batch_size: int) -> Any:
+    """The real datamodule, each round run inside `policy_for_round` (idempotent: the datamodule
+    may use it too), so this smoke runs FSDP's order of calls whatever the datamodule does."""
+    from steprl.lightning.datamodule import SuccessRateDataModule
+    from steprl.lightning.strategies import policy_for_round
+
+    class PreparedRounds(SuccessRateDataModule):
+        def train_dataloader(self):
+            with policy_for_round(self.trainer):
+                return super().train_dataloader()
+
+    return PreparedRounds(runner, [], batch_size=batch_size)
+
+
+def epoch_figures(device: torch.device) -> Any:
+    """A callback that records, per epoch, the StepTimer's time/*, the round's samples and the peak
+    memory so far (the round runs in train_dataloader, before any epoch hook, so a per-epoch reset
+    would miss the rollout's share)."""
+    import lightning.pytorch as pl
+
+    class EpochFigures(pl.Callback):
+        def __init__(self) -> None:
+            self.records: list[dict[str, float]] = []
+
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("time/", "train/samples"))}
+            round_report = getattr(trainer.datamodule, "last_round", None)
+            metrics.update(epoch=trainer.current_epoch, peak_memory_gib_so_far=peak_memory_gib(device))
+            metrics["samples"] = float(getattr(round_report, "samples", 0))
+            self.records.append(metrics)
+            print(f"epoch {trainer.current_epoch}: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(metrics.items())), flush=True)
+
+    return EpochFigures()
 
 
 def vllm_phase(policy: Any, tasks: list[Any], env_kwargs: dict[str, Any], args: argparse.Namespace, report: Report, phase: Phases) -> None:

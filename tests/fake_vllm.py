@@ -8,6 +8,15 @@ returns raw log-probs at temperature 1 and prompt log-probs), `sleep` / `wake_up
 `llm_engine.add_lora` / `remove_lora`, `reset_prefix_cache`, `SamplingParams`, `EngineArgs`
 (with `logprobs_mode`) and `LoRARequest`.
 
+Where steprl depends on it, the fake behaves as the real vLLM does:
+- `distributed_executor_backend="external_launcher"` reads `RANK` and `LOCAL_RANK` from os.environ
+  (a KeyError when they are missing, as in vLLM's external-launcher executor);
+- LoRA runs in float16 / bfloat16 only: `dtype="float32"` with `enable_lora=True` is refused;
+- `add_lora` with an id already loaded keeps the cached adapter (a push that reuses an id serves the
+  old weights);
+- LoRA weights on the vision tower are dropped without an error (only the language model's are
+  served) unless `enable_tower_connector_lora=True` (an EngineArgs field of newer vLLMs, e.g. 0.31).
+
 Every call is appended to `FakeVLLM.events` so tests can check the order (sleep before training,
 wake and push before generation). `FakeVLLM.serve_first_adapter_only = True` simulates the peers'
 silent failure: later adapters are "loaded" but the first one keeps being served.
@@ -17,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import importlib.machinery
+import os
 import sys
 import types
 import warnings
@@ -47,6 +57,7 @@ class SamplingParams:
 class EngineArgs:
     model: str = ""
     logprobs_mode: str = "raw_logprobs"
+    enable_tower_connector_lora: bool = False
 
 
 @dataclass
@@ -104,9 +115,13 @@ class LLM:
         from transformers import AutoImageProcessor, AutoModelForImageTextToText
 
         STATE.events.append(("init", kwargs))
+        if kwargs.get("distributed_executor_backend") == "external_launcher":
+            self.rank, self.local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])  # as vLLM reads them
+        if kwargs.get("enable_lora") and kwargs["dtype"] not in ("float16", "bfloat16"):
+            raise ValueError(f"LoRA is only supported with float16 or bfloat16 dtype, got {kwargs['dtype']}.")
         STATE.instances.append(self)
         self.kwargs = kwargs
-        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[kwargs["dtype"]]
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[kwargs["dtype"]]
         self.base = AutoModelForImageTextToText.from_pretrained(kwargs["model"], dtype=dtype).eval()
         budget = kwargs.get("mm_processor_kwargs") or {}
         self.image_processor = AutoImageProcessor.from_pretrained(kwargs["model"], **budget)
@@ -135,6 +150,8 @@ class LLM:
         from peft import PeftModel
 
         STATE.events.append(("add_lora", request.lora_int_id))
+        if request.lora_int_id in self.adapters:
+            return True  # an id already loaded: the cached adapter stays
         if STATE.serve_first_adapter_only and self.adapters:
             first = next(iter(self.adapters.values()))
             self.adapters[request.lora_int_id] = first  # "loaded", but the old weights are served
@@ -142,6 +159,8 @@ class LLM:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # peft calls a property transformers 5 deprecates
             model = PeftModel.from_pretrained(copy.deepcopy(self.base), request.lora_path).eval()
+        if not self.kwargs.get("enable_tower_connector_lora"):
+            _drop_vision_lora(model)
         self.adapters[request.lora_int_id] = model
         return True
 
@@ -217,6 +236,14 @@ class LLM:
         return outputs
 
 
+def _drop_vision_lora(model: torch.nn.Module) -> None:
+    """Serve no LoRA on the vision tower (its adapter weights are ignored, silently)."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if ".visual." in f".{name}" and "lora_B" in name:
+                param.zero_()
+
+
 def install(monkeypatch: Any) -> FakeVLLM:
     """Make `import vllm` give this fake for the duration of a test; returns its fresh state."""
     global STATE
@@ -235,3 +262,16 @@ def install(monkeypatch: Any) -> FakeVLLM:
     for name, module in (("vllm", vllm), ("vllm.lora", lora), ("vllm.lora.request", request)):
         monkeypatch.setitem(sys.modules, name, module)
     return STATE
+
+
+class _SysModules:
+    """`install`'s monkeypatch for a process of its own (spawned test workers): sets, never restores."""
+
+    @staticmethod
+    def setitem(mapping: dict, name: str, value: Any) -> None:
+        mapping[name] = value
+
+
+def install_in_process() -> FakeVLLM:
+    """`install` for a whole process (a spawned worker has no pytest monkeypatch)."""
+    return install(_SysModules())

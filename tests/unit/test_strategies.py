@@ -162,3 +162,115 @@ def test_hf_engine_refuses_to_decode_with_sharded_weights():
     params = SamplingParams(greedy=True, temperature=0.0, top_p=1.0, max_new_tokens=2, stop_ids=frozenset({1}))
     with pytest.raises(RuntimeError, match="policy.engine=vllm"):
         engine.generate([], params, torch.Generator())
+
+
+# ---- calling the policy between training steps (issue 20) -------------------------------------
+
+
+class _Holder(nn.Module):
+    """A LightningModule's shape: the model under `.policy`, wrapped whole by the FSDP root."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.policy = model
+
+
+def _inner_unit_then_root(prepare: bool) -> list[bool | None]:
+    """Wrap a tiny Qwen2-VL in FSDP (one process), call an inner unit first (as a rollout does),
+    then the root (as the first training step does); returns the inner units' `_is_root`."""
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    from steprl.lightning.strategies import initialise_fsdp_root, run_through_root
+
+    holder = _Holder(tiny_qwen2_vl())
+    with tempfile.NamedTemporaryFile() as store:
+        dist.init_process_group("gloo", init_method=f"file://{store.name}", rank=0, world_size=1)
+        try:
+            with pytest.warns(UserWarning, match="NO_SHARD"):
+                root = FSDP(holder, auto_wrap_policy=LayerWrapPolicy(layer_classes()), use_orig_params=True, device_id=torch.device("cpu"))
+            if prepare:
+                assert initialise_fsdp_root(root, holder) is True
+                assert initialise_fsdp_root(root, holder) is False  # once is enough
+            with torch.no_grad():
+                holder.policy.model.language_model(input_ids=torch.tensor([[7, 8]]))  # the rollout: inner units directly
+            run_through_root(root, holder, lambda ids: holder.policy(input_ids=ids).logits.sum(), torch.tensor([[7, 8, 9]])).backward()
+            inner = [m._is_root for m in root.modules() if isinstance(m, FSDP) and m is not root]
+        finally:
+            dist.destroy_process_group()
+    return inner
+
+
+def test_an_inner_fsdp_unit_called_first_breaks_the_first_training_step():
+    with pytest.raises(AssertionError, match="`_is_root` should not have been set yet"):
+        _inner_unit_then_root(prepare=False)
+
+
+def test_initialising_the_root_first_makes_inner_calls_safe():
+    inner = _inner_unit_then_root(prepare=True)
+    assert inner and all(flag is False for flag in inner)
+
+
+class _Engine:
+    def __init__(self):
+        self.synced = 0
+
+    def sync_weights(self) -> bool:
+        self.synced += 1
+        return True
+
+
+def test_prepare_policy_for_rollouts_without_fsdp_syncs_the_engine():
+    from types import SimpleNamespace
+
+    from steprl.lightning.strategies import prepare_policy_for_rollouts
+
+    policy = nn.Linear(2, 2)
+    policy.engine = _Engine()
+    module = _Holder(policy).train()
+    trainer = SimpleNamespace(strategy=SimpleNamespace(model=module), lightning_module=module)
+    assert prepare_policy_for_rollouts(trainer) is policy
+    assert policy.engine.synced == 1 and module.training  # the mode is given back
+
+
+def test_doubled_activation_checkpointing_is_turned_off():
+    from types import SimpleNamespace
+
+    from steprl.lightning.strategies import disable_double_checkpointing
+
+    model = tiny_qwen2_vl()
+    name = "activation_checkpointing" if hasattr(model, "is_activation_checkpointing") else "gradient_checkpointing"
+    getattr(model, f"{name}_enable")()
+    assert not disable_double_checkpointing(SimpleNamespace(_activation_checkpointing_kwargs={}), model)
+    assert getattr(model, f"is_{name}")
+    strategy = fsdp_strategy(activation_checkpointing=True)
+    with pytest.warns(UserWarning, match="policy.gradient_checkpointing"):
+        assert disable_double_checkpointing(strategy, model)
+    assert not getattr(model, f"is_{name}")
+
+
+def test_policy_for_round_runs_the_block_in_the_training_steps_precision_under_fsdp(monkeypatch):
+    from contextlib import contextmanager
+    from types import SimpleNamespace
+
+    from steprl.lightning import strategies
+
+    entered = []
+
+    @contextmanager
+    def autocast_stand_in():
+        entered.append("in")
+        yield
+        entered.append("out")
+
+    policy = nn.Linear(2, 2)
+    policy.engine = _Engine()
+    module = _Holder(policy)
+    plugin = SimpleNamespace(forward_context=autocast_stand_in)
+    trainer = SimpleNamespace(strategy=SimpleNamespace(model=module, precision_plugin=plugin), lightning_module=module)
+    with strategies.policy_for_round(trainer) as got:  # not FSDP: today's behaviour, no context
+        assert got is policy and entered == []
+    monkeypatch.setattr(strategies, "fsdp_root", lambda model: model)
+    monkeypatch.setattr(strategies, "initialise_fsdp_root", lambda root, module: True)
+    with strategies.policy_for_round(trainer):
+        assert entered == ["in", "out", "in"]  # the engine's push + probe, then the round
+    assert entered[-1] == "out" and policy.engine.synced == 2

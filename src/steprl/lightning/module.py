@@ -81,6 +81,7 @@ class StepLightningModule(LightningModule):
                 optimizer_closure()
             return
         optimizer.step(closure=optimizer_closure)
+        self.policy.engine.on_optimizer_step()  # the explicit event on which a rollout engine (vLLM) takes the new weights
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         norms = grad_norm(self.policy, norm_type=2)

@@ -20,14 +20,31 @@ config keys, not FSDP / DeepSpeed objects.
 
 Parameter sharding (FSDP FULL_SHARD / SHARD_GRAD_OP, ZeRO-3) puts collectives inside every forward,
 so per-rank decoding with the HF engine would deadlock; `HFEngine` refuses with a clear message.
+
+Calling the policy between training steps (`prepare_policy_for_rollouts`): each RL round rolls out,
+scores old log-probs and (vLLM) saves and probes the adapter before Lightning's first forward
+through the FSDP root. FSDP initialises lazily: the first FSDP unit whose forward (or state-dict
+hook) runs declares itself the root. If that is an inner unit (a decoder layer called by the
+rollout), the real root later finds a second root below it and torch stops the first training step
+("Non-root FSDP instance's `_is_root` should not have been set yet"). The round therefore first
+runs a no-op through the root's own forward, which initialises the whole tree exactly as the
+first training step would; afterwards inner units called directly know they are not roots. And
+the round runs in the precision context Lightning gives the training step (`bf16-mixed`:
+autocast): with fp32 weights, FSDP's mixed precision hands each unit bf16 weights and only the
+root casts its inputs, so an inner unit called directly with fp32 pixel values would fail
+(`policy_for_round`).
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable, Sequence
+import contextlib
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
+import torch
 from torch import nn
 
 from steprl.errors import MissingDependencyError
@@ -158,3 +175,122 @@ def deepspeed_strategy(stage: int = 2, offload_optimizer: bool = False, offload_
     from lightning.pytorch.strategies import DeepSpeedStrategy
 
     return DeepSpeedStrategy(stage=stage, offload_optimizer=offload_optimizer, offload_parameters=offload_parameters, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# Calling the policy between training steps
+# --------------------------------------------------------------------------------------------
+
+
+def fsdp_root(model: nn.Module | None) -> nn.Module | None:
+    """`model` when it is an FSDP instance (Lightning's `trainer.strategy.model` under FSDP), else None."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    return model if isinstance(model, FullyShardedDataParallel) else None
+
+
+def run_through_root(root: nn.Module, module: nn.Module, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call `fn(*args, **kwargs)` inside the forward of `root`, the wrapper around `module`.
+
+    The wrapper's forward runs its pre- and post-forward logic around `module.forward`; pointing
+    `module.forward` at `fn` for one call is how Lightning runs `training_step` through FSDP.
+    """
+    module.forward = fn  # an instance attribute shadows the class's forward for this call
+    try:
+        return root(*args, **kwargs)
+    finally:
+        del module.forward
+
+
+def _no_op() -> None:
+    """The forward of the initialising call: FSDP's root pre-forward is what matters."""
+
+
+def initialise_fsdp_root(root: nn.Module, module: nn.Module) -> bool:
+    """Make `root` the initialised FSDP root (and every unit below it a non-root) before anything
+    calls an inner unit; returns whether it ran. Every rank must call it together (the root's
+    pre-forward may gather its own parameters)."""
+    if getattr(root, "_is_root", None) is not None:
+        return False  # initialised already (a training step or an earlier round ran through it)
+    with torch.no_grad():
+        run_through_root(root, module, _no_op)
+    return True
+
+
+def disable_double_checkpointing(strategy: Any, hf_model: nn.Module) -> bool:
+    """Turn off the model's own gradient checkpointing when the strategy checkpoints the same
+    layers (FSDP `activation_checkpointing=true`): one recomputation per layer is enough, two
+    cost a third forward. Returns whether it turned it off."""
+    if not getattr(strategy, "_activation_checkpointing_kwargs", None):
+        return False
+    # transformers >= 5.x names it activation checkpointing (the gradient_* names are deprecated)
+    name = "activation_checkpointing" if hasattr(hf_model, "is_activation_checkpointing") else "gradient_checkpointing"
+    if not getattr(hf_model, f"is_{name}", False):
+        return False
+    getattr(hf_model, f"{name}_disable")()
+    warnings.warn(
+        "trainer.strategy.activation_checkpointing=true already recomputes each decoder layer and vision block; "
+        "policy.gradient_checkpointing=true was turned off (set it to false with FSDP).",
+        stacklevel=2,
+    )
+    return True
+
+
+def prepare_policy_for_rollouts(trainer: Any) -> Any:
+    """The policy of `trainer.lightning_module`, ready to be called outside a training step.
+
+    Call it at the start of every RL round (and before an evaluation that follows training steps),
+    on every rank together, before the round calls the policy. Under FSDP it first initialises the
+    root (see the module docstring: otherwise the first training step fails) and turns off doubled
+    activation checkpointing. Then the engine serves the current weights (`engine.sync_weights()`:
+    the vLLM engine pushes the adapter when any rank stepped its optimiser since the last push,
+    gathering sharded weights with every rank; the HF engine has nothing to do).
+    """
+    module = trainer.lightning_module
+    policy = module.policy
+    root = fsdp_root(getattr(trainer.strategy, "model", None))
+    if root is not None:
+        hf_model = getattr(policy, "hf_model", None)
+        if hf_model is not None:
+            disable_double_checkpointing(trainer.strategy, hf_model)
+        initialise_fsdp_root(root, module)
+    sync_weights = getattr(getattr(policy, "engine", None), "sync_weights", None)
+    if sync_weights is not None:
+        with _eval_mode(module), torch.no_grad(), round_precision(trainer):
+            sync_weights()  # the probe check is a trainer forward: same precision as the round's
+    return policy
+
+
+def round_precision(trainer: Any) -> contextlib.AbstractContextManager:
+    """Under FSDP, the precision context of Lightning's training step (`bf16-mixed`: autocast),
+    for calls into the policy outside it; elsewhere nothing (today's behaviour)."""
+    if fsdp_root(getattr(trainer.strategy, "model", None)) is None:
+        return contextlib.nullcontext()
+    plugin = getattr(trainer.strategy, "precision_plugin", None)
+    return plugin.forward_context() if plugin is not None else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def policy_for_round(trainer: Any) -> Iterator[Any]:
+    """`with policy_for_round(trainer) as policy:` run a round (or an evaluation) with it.
+
+    `prepare_policy_for_rollouts` first (every rank together), then the block in the precision
+    context of the training step under FSDP (see the module docstring). Rollouts call the policy
+    from the thread that enters the block (autocast is per thread).
+    """
+    policy = prepare_policy_for_rollouts(trainer)
+    with round_precision(trainer):
+        yield policy
+
+
+class _eval_mode:
+    """`module` in eval mode inside the block (the probe check is a no-grad inference pass)."""
+
+    def __init__(self, module: nn.Module):
+        self.module, self.was_training = module, module.training
+
+    def __enter__(self) -> None:
+        self.module.eval()
+
+    def __exit__(self, *exc: object) -> None:
+        self.module.train(self.was_training)

@@ -28,7 +28,10 @@ log-prob is returned too, so training also learns when to stop. A response cut b
 `VLLMEngine` (`vllm_engine.py`, `policy.engine=vllm`) is the other engine: a colocated vLLM that
 receives the LoRA adapter after each update. Engines also implement `offload()`, called by the
 policy before every training-path forward, so an engine that holds accelerator memory of its own
-(vLLM's weights and KV cache) can free it for the update; the HF engine holds none.
+(vLLM's weights and KV cache) can free it for the update; the HF engine holds none. Two events keep
+an engine with weights of its own current: `on_optimizer_step()` (the trainer stepped) and
+`sync_weights()` (every rank together, before a round: push what changed); the HF engine samples
+from the training weights themselves and ignores both.
 """
 
 from __future__ import annotations
@@ -69,6 +72,14 @@ class GenerationEngine(Protocol):
 
     def offload(self) -> None:
         """Free the accelerator memory the engine holds of its own, before a training step."""
+        ...
+
+    def on_optimizer_step(self) -> None:
+        """The trainer stepped the optimiser (called on every rank after every step)."""
+        ...
+
+    def sync_weights(self) -> bool:
+        """Before a round, every rank together: serve the weights being trained; whether it pushed."""
         ...
 
 
@@ -133,6 +144,13 @@ class HFEngine:
 
     def offload(self) -> None:
         """Nothing to free: the HF engine runs the training model itself."""
+
+    def on_optimizer_step(self) -> None:
+        """Nothing to push: the HF engine samples from the training weights themselves."""
+
+    def sync_weights(self) -> bool:
+        """Nothing to push (see `on_optimizer_step`)."""
+        return False
 
     @torch.no_grad()
     def generate(self, prompts: list[EncodedDialogue], params: SamplingParams, generator: torch.Generator) -> list[SampledTokens]:

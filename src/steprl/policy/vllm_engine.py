@@ -11,11 +11,19 @@ the update. What keeps the two in agreement:
   again). The prompt ids vLLM reports back must equal ours token for token, or generation stops
   with an error: rollout ids and training ids always agree.
 - Same weights. vLLM loads the base weights from the policy's checkpoint; the LoRA adapter is
-  pushed whenever the trainable weights changed since the last push (an optimiser step or a loaded
-  checkpoint changes a parameter's version counter): `save_adapter` into a fresh temporary
-  directory and a new `LoRARequest` id, an adapter reload, never a merge. The push happens at the
-  next `generate`, so the several optimiser steps of one round cost one push, and vLLM never
-  samples from stale weights.
+  pushed on an explicit event: the trainer calls `engine.on_optimizer_step()` after every
+  optimiser step, and `sync_weights()` (every rank together, at the start of a round, from
+  `steprl.lightning.strategies.prepare_policy_for_rollouts`) pushes when the step count,
+  all-reduced (max) over the ranks, moved since the last push. Parameter version counters are not
+  the trigger: DeepSpeed updates its flat buffers without bumping them, and under FSDP each rank
+  sees only its shard, so a rank deciding alone could skip a collective the others enter. They
+  remain a second trigger for updates made outside an optimiser (a loaded adapter), again agreed
+  over the ranks. A push writes the adapter in peft's format into a fresh temporary directory
+  (`save_adapter_for_vllm`: parameters gathered first under DeepSpeed ZeRO-3 and FSDP, where each
+  rank holds a slice, and named without FSDP's wrapper modules, which make peft's own save write an
+  empty adapter) and serves it under a new `LoRARequest` id (vLLM serves what it cached under an
+  id it knows): an adapter reload, never a merge; the several optimiser steps of one round cost
+  one push.
 - A check that it worked. After each push the engine scores a fixed probe (prompt with an image +
   response) and compares its log-probs with the trainer's (`compare_probe`): a gap above
   `probe_tolerance` raises `WeightSyncError` (or warns, `on_mismatch=warn`), and the message says
@@ -34,9 +42,15 @@ model). Older vLLM V1 releases also return raw log-probs; V0 returned processed 
 Randomness: each request gets a seed drawn from the policy's generator, so the same seed and the
 same sequence of calls give the same samples (up to vLLM's batch-dependent kernels).
 
-Scope: one engine per process (tensor parallel 1): single GPU, or DDP with one engine per rank
-(vLLM's "external_launcher" backend inside the trainer's process group). LoRA is required (the
-weight push is an adapter reload). Nothing here imports vllm at import time.
+Scope: one engine per process (tensor parallel 1): single GPU, or DDP / FSDP / DeepSpeed with one
+engine per rank (vLLM's "external_launcher" backend inside the trainer's process group; it reads
+`RANK` and `LOCAL_RANK` from the environment, which Lightning's launcher and `srun` do not all set,
+so the engine sets them from the process group). LoRA is required (the weight push is an adapter
+reload). LoRA on Qwen-VL's vision tower (`include_vision=true`) needs vLLM's
+`enable_tower_connector_lora` (passed when set); a vLLM without it drops those weights without a
+word, so there it is refused. vLLM's LoRA kernels run in float16 /
+bfloat16 only: a float32 policy (the FSDP recipe: fp32 weights, bf16 compute) is served in
+bfloat16 (`policy.vllm.dtype`). Nothing here imports vllm at import time.
 """
 
 from __future__ import annotations
@@ -44,8 +58,11 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
+import contextlib
+import copy
 import inspect
 import logging
+import os
 import shutil
 import tempfile
 import warnings
@@ -57,8 +74,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from steprl.errors import MissingDependencyError, PromptMismatchError, WeightSyncError
-from steprl.policy.engines import SampledTokens, SamplingParams
+from steprl.errors import ConfigError, MissingDependencyError, PromptMismatchError, WeightSyncError
+from steprl.policy.engines import SampledTokens, SamplingParams, sharded_parameters
 from steprl.policy.inputs import DialogueEncoder, EncodedDialogue
 from steprl.types import Dialogue, DialogueTurn
 
@@ -72,8 +89,8 @@ VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 #: The logit bias that keeps vLLM from sampling a layout token (the trainer masks them to −inf).
 LAYOUT_TOKEN_BIAS = -100.0
 
-
-
+#: The dtypes vLLM's LoRA kernels run in.
+VLLM_LORA_DTYPES = ("bfloat16", "float16")
 
 def vllm_available() -> bool:
     """Whether vllm can be imported (checked without importing it)."""
@@ -106,6 +123,7 @@ class VLLMSettings:
     check_weights: bool = True  # compare engine and trainer log-probs on a probe after each push
     probe_tolerance: float = 0.1  # largest mean |Δ log-prob| per probe token accepted [chosen: bf16 kernels differ by ~1e-2]
     on_mismatch: str = "raise"  # raise | warn
+    dtype: str | None = None  # bfloat16 | float16 | None: the policy's dtype when it is one of those, else bfloat16
     base_checkpoint: str | None = None  # where vLLM loads the base weights from (None: the policy's checkpoint)
     adapter_dir: str | None = None  # parent of the temporary adapter directories (None: the system temp dir)
     llm_kwargs: Mapping[str, Any] = field(default_factory=dict)  # passed to vllm.LLM as they are
@@ -120,6 +138,11 @@ class VLLMSettings:
             problems.append(f"policy.vllm.max_images_per_prompt={self.max_images_per_prompt} must be >= 1.")
         if self.probe_tolerance <= 0.0:
             problems.append(f"policy.vllm.probe_tolerance={self.probe_tolerance} must be > 0.")
+        if self.dtype is not None and self.dtype not in VLLM_LORA_DTYPES:
+            problems.append(
+                f"policy.vllm.dtype={self.dtype!r}: vLLM's LoRA kernels run in {' or '.join(VLLM_LORA_DTYPES)} only "
+                "(null: bfloat16 for a float32 policy)."
+            )
         if self.on_mismatch not in ("raise", "warn"):
             problems.append(f"policy.vllm.on_mismatch={self.on_mismatch!r}: use raise or warn.")
         if problems:
@@ -141,6 +164,154 @@ def lora_rank_slot(rank: int) -> int:
         if rank <= slot:
             return slot
     raise ValueError(f"policy.lora.r={rank} exceeds the largest LoRA rank vLLM serves ({VLLM_LORA_RANKS[-1]}).")
+
+
+def vllm_dtype(policy_dtype: str, requested: str | None, bf16_supported: bool = True) -> str:
+    """The dtype vLLM serves the policy in: `requested`, else the policy's own when vLLM's LoRA
+    kernels take it, else bfloat16 (a float32 policy trains with bf16 compute under
+    `precision=bf16-mixed`), or float16 on a GPU without bfloat16."""
+    if requested is not None:
+        if requested not in VLLM_LORA_DTYPES:
+            raise ConfigError(f"policy.vllm.dtype={requested!r}: vLLM's LoRA kernels run in {' or '.join(VLLM_LORA_DTYPES)} only.")
+        return requested
+    if policy_dtype in VLLM_LORA_DTYPES:
+        return policy_dtype
+    return "bfloat16" if bf16_supported else "float16"
+
+
+def _bf16_supported() -> bool:
+    """False only on a CUDA GPU without bfloat16 (pre-Ampere); CPU-only hosts (tests) say True."""
+    return not torch.cuda.is_available() or torch.cuda.is_bf16_supported()
+
+
+def check_lora_for_vllm(lora_config: Mapping[str, Any] | None, tower_lora: bool = False) -> None:
+    """Refuse LoRA settings this vLLM cannot serve. `tower_lora`: whether it can put LoRA on the
+    vision tower (EngineArgs.enable_tower_connector_lora; without it vLLM serves the language
+    model's adapters only and ignores the vision tower's, with no error)."""
+    if lora_config is None:
+        raise ValueError(
+            "policy.engine=vllm needs LoRA (policy.lora): after each update the engine reloads the adapter, it does not "
+            "copy full weights. Use policy.engine=hf for full fine-tuning."
+        )
+    if lora_config.get("include_vision") and not tower_lora:
+        raise ConfigError(
+            "policy.lora.include_vision=true with policy.engine=vllm: this vLLM applies no LoRA to Qwen-VL's vision tower "
+            "(it has no enable_tower_connector_lora option) and drops those adapter weights without an error, so rollouts "
+            "would come from another policy than the one trained. Set policy.lora.include_vision=false, use "
+            "policy.engine=hf, or install a vLLM with enable_tower_connector_lora (0.31 has it)."
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Ranks: vLLM's external launcher and agreeing on pushes
+# --------------------------------------------------------------------------------------------
+
+
+def distributed_world() -> tuple[int, int]:
+    """(rank, world size) of the trainer's process group; (0, 1) without one."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def local_rank_of(environ: Mapping[str, str]) -> str:
+    """This process's rank within its node: LOCAL_RANK (torchrun, Lightning's children), SLURM_LOCALID
+    (srun), else the CUDA device Lightning bound the process to."""
+    for key in ("LOCAL_RANK", "SLURM_LOCALID"):
+        if environ.get(key, "") != "":
+            return str(environ[key])
+    if torch.cuda.is_available():
+        return str(torch.cuda.current_device())
+    raise ConfigError(
+        "vLLM's external launcher needs this process's local rank, and none is known (no LOCAL_RANK, no SLURM_LOCALID, "
+        "no CUDA device): launch with torchrun, srun or Lightning's launcher."
+    )
+
+
+def launcher_environment(rank: int, world_size: int, environ: Mapping[str, str]) -> dict[str, str]:
+    """RANK / LOCAL_RANK / WORLD_SIZE for vLLM's external launcher, from the trainer's process group.
+
+    vLLM reads them from os.environ; Lightning's launcher sets no RANK in its first process and
+    `srun` sets none at all. A value already set that contradicts the process group is an error.
+    """
+    wanted = {"RANK": str(rank), "LOCAL_RANK": local_rank_of(environ), "WORLD_SIZE": str(world_size)}
+    for key, value in wanted.items():
+        if environ.get(key, value) != value:
+            raise ConfigError(
+                f"The environment says {key}={environ[key]}, the trainer's process group {value}: vLLM's external launcher "
+                "would join the wrong rank. Unset it or launch with matching variables."
+            )
+    return wanted
+
+
+def agreed_max(values: Sequence[int]) -> list[int]:
+    """Element-wise max of `values` over every rank (the values themselves without a process group).
+    Every rank must call it together."""
+    if distributed_world()[1] == 1:
+        return [int(v) for v in values]
+    dist = torch.distributed
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    tensor = torch.tensor([int(v) for v in values], dtype=torch.long, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return [int(v) for v in tensor.tolist()]
+
+
+#: Wrapper modules that FSDP and activation checkpointing insert into parameter names.
+WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
+
+
+@contextlib.contextmanager
+def gathered(model: torch.nn.Module, parameters: Sequence[torch.nn.Parameter]):
+    """Whole parameters inside the block, every rank together. DeepSpeed ZeRO-3 keeps a slice of
+    each parameter per rank (marked by `ds_id`): gathered with `GatheredParameters`. FSDP
+    (FULL_SHARD / SHARD_GRAD_OP) keeps flat shards: `summon_full_params` (its root must be
+    initialised first, `prepare_policy_for_rollouts`). Anything else is whole already."""
+    if any(hasattr(p, "ds_id") for p in parameters):
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters([p for p in parameters if hasattr(p, "ds_id")], modifier_rank=None):
+            yield
+        return
+    if any(type(m).__name__ == "FullyShardedDataParallel" for m in model.modules()):
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        with FullyShardedDataParallel.summon_full_params(model, writeback=False, rank0_only=False):
+            yield
+        return
+    yield
+
+
+def adapter_weights(peft_model: torch.nn.Module, adapter: str = "default") -> dict[str, torch.Tensor]:
+    """The LoRA weights of `peft_model` under the keys peft saves them with ("...q_proj.lora_A.weight"),
+    whatever wraps its layers. peft's own `save_pretrained` finds its layers by module name, and
+    FSDP / checkpoint wrappers rename the modules but not the state-dict keys: under FSDP it saves
+    an empty adapter, without an error. Read the parameters inside `gathered`."""
+    weights = {}
+    for name, param in peft_model.named_parameters():
+        if ".lora_" not in name or f".{adapter}." not in name:
+            continue
+        for prefix in WRAPPER_PREFIXES:
+            name = name.replace(prefix, "")
+        weights[name.replace(f".{adapter}.", ".")] = param.detach().to("cpu", copy=True).contiguous()
+    return weights
+
+
+def save_adapter_for_vllm(peft_model: torch.nn.Module, directory: str, adapter: str = "default") -> None:
+    """adapter_config.json + adapter_model.safetensors in peft's format, as vLLM loads them."""
+    from safetensors.torch import save_file
+
+    weights = adapter_weights(peft_model, adapter)
+    bad = sorted(name for name, tensor in weights.items() if tensor.dim() != 2 or tensor.numel() == 0)
+    if not weights or bad:
+        raise WeightSyncError(
+            f"The LoRA adapter to push is {'empty' if not weights else f'made of slices (e.g. {bad[:2]})'}: the trainable "
+            "weights were not gathered from their shards. Call prepare_policy_for_rollouts(trainer) on every rank before the round."
+        )
+    config = copy.copy(peft_model.peft_config[adapter])
+    config.inference_mode = True
+    config.save_pretrained(directory)
+    save_file(weights, os.path.join(directory, "adapter_model.safetensors"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,7 +477,7 @@ class VLLMEngine:
     """A colocated vLLM engine behind the `GenerationEngine` interface (see the module docstring).
 
     `policy` is the `VLMPolicy` it serves: the engine reads its checkpoint (`source`), dtype, seed,
-    LoRA rank, trainable parameters, `save_adapter` and the trainer's log-probs of the probe. The
+    LoRA rank, trainable parameters, its peft model and the trainer's log-probs of the probe. The
     `vllm.LLM` is created at the first `generate` (so constructing a policy never starts vLLM) and
     is not pickled (a copy in another process starts its own).
     """
@@ -315,11 +486,10 @@ class VLLMEngine:
         self.settings = VLLMSettings.from_options(options)
         if not vllm_available():
             raise MissingDependencyError("The vLLM engine (policy.engine=vllm)", "vllm", INSTALL)
-        if getattr(policy, "lora_config", None) is None:
-            raise ValueError(
-                "policy.engine=vllm needs LoRA (policy.lora): after each update the engine reloads the adapter, it does not "
-                "copy full weights. Use policy.engine=hf for full fine-tuning."
-            )
+        lora_config = getattr(policy, "lora_config", None)
+        vision = bool(lora_config and lora_config.get("include_vision"))
+        check_lora_for_vllm(lora_config, tower_lora=vision and _engine_accepts(import_vllm(), "enable_tower_connector_lora"))
+        self.dtype = vllm_dtype(str(getattr(policy, "dtype_name", "bfloat16")), self.settings.dtype, _bf16_supported())
         self.model_fn = model_fn
         self.encoder = encoder
         self.policy = policy
@@ -327,15 +497,18 @@ class VLLMEngine:
         self.asleep = False
         self.lora_request: Any = None
         self.pushes = 0
+        self.optimizer_steps = 0  # counted by on_optimizer_step on this rank
         self.last_check: ProbeCheck | None = None
-        self._pushed: tuple | None = None
+        self._pushed: tuple | None = None  # weights signature at the last push
+        self._pushed_steps = -1  # agreed optimiser step count at the last push (-1: never pushed)
+        self._local_steps_at_push = -1  # this rank's count at the last push
         self._initial_probe: list[float] | None = None
         self._adapter_dirs: deque[str] = deque()
 
     def __getstate__(self) -> dict[str, Any]:
         # A running vLLM (CUDA memory, worker processes) does not travel; the copy starts its own.
         state = dict(self.__dict__)
-        state.update(llm=None, asleep=False, lora_request=None, _pushed=None, _adapter_dirs=deque())
+        state.update(llm=None, asleep=False, lora_request=None, _pushed=None, _pushed_steps=-1, _local_steps_at_push=-1, _adapter_dirs=deque())
         return state
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -356,7 +529,7 @@ class VLLMEngine:
         kwargs: dict[str, Any] = {
             "model": checkpoint,
             "tokenizer": checkpoint,
-            "dtype": self.policy.dtype_name,
+            "dtype": self.dtype,
             "seed": int(self.policy.seed),
             "gpu_memory_utilization": self.settings.gpu_memory_utilization,
             "enable_lora": True,
@@ -370,9 +543,11 @@ class VLLMEngine:
         }
         if self.settings.max_model_len is not None:
             kwargs["max_model_len"] = self.settings.max_model_len
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-            # DDP: one engine per rank inside the trainer's process group (tensor parallel 1 each),
-            # instead of vLLM setting up a process group of its own.
+        if self.policy.lora_config.get("include_vision"):
+            kwargs["enable_tower_connector_lora"] = True  # or vLLM drops the vision tower's adapters
+        if distributed_world()[1] > 1:
+            # DDP / FSDP / DeepSpeed: one engine per rank inside the trainer's process group (tensor
+            # parallel 1 each), instead of vLLM setting up a process group of its own.
             kwargs.update(distributed_executor_backend="external_launcher", tensor_parallel_size=1)
         if _engine_accepts(vllm, "logprobs_mode"):
             kwargs["logprobs_mode"] = "raw_logprobs"
@@ -390,8 +565,11 @@ class VLLMEngine:
         if self.llm is not None:
             return
         vllm = import_vllm()
-        log.info("starting vLLM on %s", self._checkpoint())
-        self.llm = vllm.LLM(**self.llm_arguments())
+        arguments = self.llm_arguments()
+        if arguments.get("distributed_executor_backend") == "external_launcher":
+            os.environ.update(launcher_environment(*distributed_world(), os.environ))
+        log.info("starting vLLM on %s (%s)", self._checkpoint(), arguments["dtype"])
+        self.llm = vllm.LLM(**arguments)
         self.asleep = False
 
     def offload(self) -> None:
@@ -414,31 +592,70 @@ class VLLMEngine:
         self.asleep = False
         self.lora_request = None
         self._pushed = None
+        self._pushed_steps = self._local_steps_at_push = -1
         while self._adapter_dirs:
             shutil.rmtree(self._adapter_dirs.popleft(), ignore_errors=True)
 
     # ---- weights ---------------------------------------------------------------------------
 
-    def sync(self) -> bool:
-        """Push the LoRA adapter if the trainable weights changed since the last push; returns
-        whether it pushed. After a push the probe check runs (`check_weights`)."""
+    def on_optimizer_step(self) -> None:
+        """The trainer stepped the optimiser (call it after every step, on every rank): the next
+        `sync_weights` pushes the adapter."""
+        self.optimizer_steps += 1
+
+    def _tensors_changed(self) -> bool:
+        """Whether this rank's trainable tensors were replaced or updated in place since the last
+        push (an adapter loaded outside the optimiser). Blind to flat-buffer updates (DeepSpeed),
+        hence only a second trigger next to the optimiser step count."""
+        return self._pushed is not None and weights_signature(self.policy.trainable_parameters()) != self._pushed
+
+    def sync_weights(self) -> bool:
+        """Start / wake vLLM and push the adapter if any rank stepped its optimiser (or changed the
+        trainable tensors) since the last push; returns whether it pushed. Every rank must call it
+        together (it all-reduces, and under ZeRO-3 / FSDP saving gathers): at the start of a round,
+        via `prepare_policy_for_rollouts`. After a push the probe check runs (`check_weights`)."""
         self.start()
         self.wake()
-        signature = weights_signature(self.policy.trainable_parameters())
-        if signature == self._pushed:
+        steps, changed = agreed_max([self.optimizer_steps, int(self._tensors_changed())])
+        if self._pushed_steps >= 0 and steps == self._pushed_steps and not changed:
             return False
+        self._push(steps)
+        return True
+
+    def sync(self) -> bool:
+        """Before generating: push when this rank's weights changed and it may push alone (a single
+        process, or replicated weights under DDP / ZeRO-1/2). Sharded weights (FSDP, ZeRO-3) need
+        every rank together, so a pending step there is an error naming the call that was missed."""
+        self.start()
+        self.wake()
+        sharded = distributed_world()[1] > 1 and sharded_parameters(self.model_fn())
+        stepped = self.optimizer_steps != self._local_steps_at_push
+        if self._pushed_steps >= 0 and not stepped and (sharded or not self._tensors_changed()):
+            return False
+        if sharded:
+            raise WeightSyncError(
+                "vLLM's adapter is out of date (never pushed, or the optimiser stepped since), and with sharded weights "
+                "(FSDP, ZeRO-3) a push gathers them on every rank together. Call steprl.lightning.strategies.prepare_policy_for_rollouts(trainer) "
+                "(or policy.engine.sync_weights()) on every rank at the start of the round, before any rollout."
+            )
+        self._push(self.optimizer_steps)
+        return True
+
+    def _push(self, steps: int) -> None:
+        """Push the adapter, check it, and remember what was pushed."""
         self._push_adapter()
-        self._pushed = signature
+        self._pushed_steps, self._local_steps_at_push = steps, self.optimizer_steps
         if self.settings.check_weights:
             self.check_weights()
-        return True
+        self._pushed = weights_signature(self.policy.trainable_parameters())  # after the probe's forwards
 
     def _push_adapter(self) -> None:
         """Save the adapter to a fresh directory and serve it under a new LoRARequest id."""
         from vllm.lora.request import LoRARequest
 
         directory = tempfile.mkdtemp(prefix="steprl-lora-", dir=self.settings.adapter_dir)
-        self.policy.save_adapter(directory)
+        with gathered(self.policy.model, self.policy.trainable_parameters()):
+            save_adapter_for_vllm(self.policy.model, directory)
         self.pushes += 1
         request = LoRARequest(f"steprl-policy-{self.pushes}", self.pushes, directory)
         previous = self.lora_request
