@@ -5,6 +5,10 @@
     successes -> training samples and advantages -> SL-GRPO groups for low-success tasks
     -> old log-probs on each sample's training context
 
+The extensions of docs/extensions.md plug into the second half (`finish`) when their switch is on:
+failed-trajectory credit (a per-state success record), outcome-judged SL-GRPO (continuations run
+through the env pool) and the Beta-posterior thresholds (a Beta record per task).
+
 `RoundRunner.run(epoch, policy)` returns a `Round`: the samples (each with its origin) and one
 `RoundReport`. The maths is in `steprl.algo` (docs/algorithm.md says which function computes which
 formula); this file orders the steps, times them and keeps the state a checkpoint needs (the record,
@@ -26,14 +30,26 @@ from typing import Any
 import numpy as np
 import torch
 
+from steprl.algo.adaptive_thresholds import BetaRecord, BetaScheduler, beta_low_success_rule
 from steprl.algo.augment import augmentation_samples, low_success_rule, num_alternatives, select_augmentation_steps
-from steprl.algo.spec import AlgorithmSpec, SampleOrigin, build_recorder, build_samples_with_origins, build_scheduler
+from steprl.algo.context import step_dialogue
+from steprl.algo.failed_credit import StateSuccessRecord
+from steprl.algo.outcome_reward import OutcomeGroup, outcome_augmentation_samples, outcome_rewards
+from steprl.algo.spec import (
+    AlgorithmSpec,
+    SampleOrigin,
+    beta_scheduler_knobs,
+    build_recorder,
+    build_samples_with_origins,
+    build_scheduler,
+    build_state_record,
+)
 from steprl.algo.success_rate import SuccessRateRecorder, counts_from_trajectories
 from steprl.comm import Comm, TorchComm
-from steprl.errors import ActionParseError
+from steprl.errors import ActionParseError, CheckpointError
 from steprl.rollout.inference import inference
-from steprl.rollout.replay import run_calls, same_next_state_rewards
-from steprl.types import Action, Dialogue, DialogueTurn, Task, TrainingSample, Trajectory
+from steprl.rollout.replay import ContinuationState, continuation_state, run_calls, same_next_state_rewards
+from steprl.types import Action, Dialogue, DialogueTurn, Task, TrainingSample, Trajectory, Turn
 
 
 # ---------------------------------------------------------------------------------------- records
@@ -70,12 +86,20 @@ class RoundReport:
     adv_mean: float = 0.0
     optimizer_steps: int = 0  # mini-batches of this round that update the weights (set by the datamodule)
     aug_replay_failures: int = 0  # SL-GRPO groups dropped because their env replay failed
+    # the extensions (docs/extensions.md); 0 when off
+    failed_credit_samples: int = 0  # step samples from failed trajectories (algo.failed_credit)
+    aug_env_steps: int = 0  # env steps of outcome continuations on this rank (algo.aug_reward=outcome; in env_steps_total)
+    aug_outcome_groups: int = 0  # outcome-judged groups kept (not all-equal, not failed)
     # wall times of the parts of the round (seconds)
     rollout_s: float = 0.0
     env_s: float = 0.0
     generate_s: float = 0.0
     augment_s: float = 0.0
     old_logprob_s: float = 0.0
+    # overlap (steprl.overlap.RoundPipeline; docs/overlap.md)
+    policy_lag: int = 0  # rounds of updates between the weights that generated the rollouts and those they train
+    wait_data_s: float = 0.0  # how long the trainer waited for this round's collection
+    env_idle_s: float = 0.0  # how long the envs waited between the previous collection's end and this one's start
 
     @property
     def success_rate(self) -> float:
@@ -207,6 +231,8 @@ class RoundRunner:
         self.recorder: SuccessRateRecorder = build_recorder(algo)
         self.scheduler = build_scheduler(algo, list(self.tasks), tasks_per_epoch, self.seed)
         self.env_steps_total = 0
+        self.state_record: StateSuccessRecord | None = build_state_record(algo)  # extension 1
+        self.beta_record: BetaRecord | None = self._build_beta_record()  # extension 3
 
     # ------------------------------------------------------------------ the round
     def run(self, epoch: int, policy: Any, progress: Callable[[int, int], Any] | None = None) -> Round:
@@ -247,13 +273,22 @@ class RoundRunner:
         report.env_steps_total = self.env_steps_total
         self.recorder.update(report.task_counts)
         self._summarise_record(report)
+        beta_before = self._update_beta_record(report.task_counts)
+        state_before = self._update_state_record(trajectories)
 
         # 4. samples and advantages, SL-GRPO, old log-probs (each reads the record snapshot its knob names)
         snapshot = {"before": recorder_before, "after": self.recorder}
-        pairs = build_samples_with_origins(self.algo, trajectories, snapshot[self.algo.sr_adv_record])
+        pairs = build_samples_with_origins(self.algo, trajectories, snapshot[self.algo.sr_adv_record], state_before)
+        if self.algo.failed_credit:
+            report.failed_credit_samples = sum(o.trajectory.score < self.algo.success_threshold for _, o in pairs)
         started = time.perf_counter()
         if self.algo.augment:
-            pairs += self._augment(policy, pairs, snapshot[self.algo.slgrpo_record], report)
+            is_low = self._low_success_rule(snapshot[self.algo.slgrpo_record], beta_before)
+            pairs += self._augment(policy, pairs, is_low, report)
+        if self.algo.augment and self.algo.aug_reward == "outcome":  # same condition on every rank: a collective
+            extra = sum(self.comm.gather(report.aug_env_steps))
+            self.env_steps_total += extra
+            report.env_steps_total = self.env_steps_total
         report.augment_s = time.perf_counter() - started
         samples = [sample for sample, _ in pairs]
         report.samples = len(samples)
@@ -285,13 +320,23 @@ class RoundRunner:
         report.rates = self.recorder.rates
 
     # ------------------------------------------------------------------ SL-GRPO
+    def _low_success_rule(self, record: SuccessRateRecorder, beta_before: BetaRecord | None) -> Callable[[str], bool]:
+        """SL-GRPO's "this task is hard": ŝ_i ≤ s_low in `record` (the paper), or with
+        `algo.aug_select=beta` the posterior rule on the Beta record before/after this round's
+        update (algo.slgrpo_record)."""
+        if self.algo.aug_select != "beta":
+            return low_success_rule(record, self.algo.s_low)
+        beta = beta_before if self.algo.slgrpo_record == "before" else self.beta_record
+        assert beta is not None
+        return beta_low_success_rule(beta, self.rollouts_per_task, self.algo.beta_aug_q, self.algo.beta_rule, self.algo.s_low)
+
     def _augment(
-        self, policy: Any, pairs: Sequence[tuple[TrainingSample, SampleOrigin]], record: SuccessRateRecorder, report: RoundReport
+        self, policy: Any, pairs: Sequence[tuple[TrainingSample, SampleOrigin]], is_low: Callable[[str], bool], report: RoundReport
     ) -> list[tuple[TrainingSample, SampleOrigin]]:
-        """Alternatives for the steps of successful trajectories of low-success tasks (ŝ_i ≤ s_low in
-        `record`), scored against the original action a_t."""
+        """Alternatives for the steps of successful trajectories of low-success tasks (`is_low`),
+        scored against the original action a_t (equivalence, env) or by the outcome of continuing
+        them with `policy` (outcome)."""
         per_step = num_alternatives(self.rollouts_per_task)
-        is_low = low_success_rule(record, self.algo.s_low)
         selected = select_augmentation_steps(pairs, is_low, self.algo.success_threshold)
         if not selected or per_step == 0:
             return []
@@ -299,6 +344,8 @@ class RoundRunner:
         with inference(policy):
             generations = policy.generate(prompts, temperature=self.algo.aug_temperature)
         groups = [generations[i * per_step : (i + 1) * per_step] for i in range(len(selected))]
+        if self.algo.aug_reward == "outcome":
+            return self._outcome_augment(policy, selected, groups, report)
         env_rewards = self._env_rewards([origin for _, origin in selected], groups, report) if self.algo.aug_reward == "env" else None
         augmented: list[tuple[TrainingSample, SampleOrigin]] = []
         for index, ((sample, origin), group) in enumerate(zip(selected, groups)):
@@ -317,6 +364,131 @@ class RoundRunner:
             )
             augmented += [(s, origin) for s in samples]
         return augmented
+
+    # ------------------------------------------------------------------ extension 2: outcome-judged SL-GRPO
+    def _outcome_augment(
+        self,
+        policy: Any,
+        selected: Sequence[tuple[TrainingSample, SampleOrigin]],
+        groups: Sequence[Sequence[Any]],
+        report: RoundReport,
+    ) -> list[tuple[TrainingSample, SampleOrigin]]:
+        """`algo.aug_reward=outcome`: continue every alternative (and, with
+        `aug_outcome_rescore_original`, the original a_t) M times with `policy`, and score each
+        group by the outcomes (`outcome_rewards`). A group whose original has no outcome is dropped
+        and counted in `aug_replay_failures`."""
+        m = self.algo.aug_outcome_continuations
+        rescore = self.algo.aug_outcome_rescore_original
+        starts: list[tuple[SampleOrigin, str]] = []
+        for (sample, origin), group in zip(selected, groups):
+            members = [g.text for g in group] + ([origin.trajectory.turns[origin.turn_index].response] if rescore else [])
+            starts += [(origin, text) for text in members for _ in range(m)]
+        scores = iter(self._continue(policy, starts, report))
+        augmented: list[tuple[TrainingSample, SampleOrigin]] = []
+        for (sample, origin), group in zip(selected, groups):
+            alternatives = [[next(scores) for _ in range(m)] for _ in group]
+            original = [next(scores) for _ in range(m)] if rescore else origin.trajectory.score
+            try:
+                scored: OutcomeGroup = outcome_rewards(original, alternatives, self.algo.success_threshold, self.algo.grpo_eps)
+            except ValueError:  # every continuation of the original errored: no verdict, no group
+                report.aug_replay_failures += 1
+                continue
+            report.aug_outcome_groups += not scored.dropped
+            samples = outcome_augmentation_samples(sample, list(group), scored, weight=self.algo.aug_weight)
+            augmented += [(s, origin) for s in samples]
+        return augmented
+
+    def _continue(self, policy: Any, starts: Sequence[tuple[SampleOrigin, str]], report: RoundReport) -> list[float | None]:
+        """The score of each continuation: from step t of `origin`'s trajectory take `response`,
+        then let `policy` act (sampling as in rollouts, batched over continuations) until the
+        episode ends, the task's step budget or `aug_outcome_horizon` H is reached (then the
+        unfinished episode is evaluated as it stands). Every env visit is `continuation_state` on
+        the pool, with the pool's timeouts and retries: a restore of the previous call's snapshot
+        and one step where the env can snapshot, else a reset and a replay. None for a
+        continuation whose env failed."""
+        horizon, timeouts = self.algo.aug_outcome_horizon, self.collector.timeouts
+        scores: list[float | None] = [None] * len(starts)
+        turns: list[list[Turn]] = []
+        limits: list[int] = []
+        for origin, response in starts:
+            trajectory, t = origin.trajectory, origin.turn_index
+            assert t is not None
+            turns.append([*trajectory.turns[:t], Turn(observation=trajectory.turns[t].observation, response=response)])
+            budget = min(x for x in (trajectory.task.max_steps, self.collector.max_turns) if x is not None)
+            limits.append(min(budget, t + horizon) if horizon is not None else budget)
+        resume: list[Any] = [None] * len(starts)  # the env's snapshot after the last call (None: replay)
+        active = list(range(len(starts)))
+        while active:
+            calls = [(starts[i][0].trajectory.task, [turn.response for turn in turns[i]], limits[i], resume[i]) for i in active]
+            longest = max(len(responses) for _, responses, _, _ in calls)
+            states, stats = run_calls(
+                self.collector.pool,
+                continuation_state,
+                calls,
+                timeout_s=timeouts["reset"] + longest * timeouts["step"] + timeouts["evaluate"],
+                max_retries=self.collector.max_retries,
+            )
+            waiting: list[tuple[int, ContinuationState]] = []
+            for i, state in zip(active, states):
+                if state is None:
+                    continue  # the env failed after its retries: this continuation says nothing
+                report.aug_env_steps += state.env_steps
+                if state.done:
+                    scores[i] = state.score
+                else:
+                    resume[i] = state.resume
+                    waiting.append((i, state))
+            if waiting:
+                dialogues = [self._continuation_dialogue(starts[i][0].trajectory.task, turns[i], state) for i, state in waiting]
+                with inference(policy):
+                    generations = policy.generate(dialogues)
+                for (i, state), generation in zip(waiting, generations):
+                    turns[i].append(Turn(observation=state.observation, response=generation.text))
+            active = [i for i, _ in waiting]
+        return scores
+
+    def _continuation_dialogue(self, task: Task, turns: Sequence[Turn], state: ContinuationState) -> Dialogue:
+        """The policy's context in a continuation, built as the collector builds a rollout's."""
+        return step_dialogue(
+            task.instruction,
+            turns,
+            state.observation.screenshot,
+            num_responses=self.algo.history_responses,
+            num_screenshots=self.algo.history_screenshots,
+            a11y=state.observation.a11y,
+        )
+
+    # ------------------------------------------------------------------ extensions 1 and 3: their records
+    def _build_beta_record(self) -> BetaRecord | None:
+        """The Beta posterior per task: the scheduler's own with `sampling=beta`, a separate one when
+        only SL-GRPO reads it (`aug_select=beta`), else None."""
+        if isinstance(self.scheduler, BetaScheduler):
+            return self.scheduler.record
+        if self.algo.uses_beta_record:
+            knobs = beta_scheduler_knobs(self.algo)
+            return BetaRecord(knobs["prior_a"], knobs["prior_b"], knobs["decay"])
+        return None
+
+    def _update_beta_record(self, task_counts: dict[str, tuple[int, int]]) -> BetaRecord | None:
+        """Add this round's global (k_i, n_i) to the Beta record; returns a copy of it as it was."""
+        if self.beta_record is None:
+            return None
+        before = BetaRecord(self.beta_record.prior_a, self.beta_record.prior_b, self.beta_record.decay)
+        before.load_state_dict(self.beta_record.state_dict())
+        self.beta_record.update(task_counts)
+        return before
+
+    def _update_state_record(self, trajectories: Sequence[Trajectory]) -> StateSuccessRecord | None:
+        """Add this round's state visits of every rank to the per-state record (a collective);
+        returns a copy of it as it was, which the failed-step advantages read (this rank holds all
+        rollouts of its tasks, so the round's own counts come from its trajectories)."""
+        if self.state_record is None:
+            return None
+        before = self.state_record.copy()
+        mine = StateSuccessRecord()
+        mine.update(trajectories, self.algo.success_threshold)
+        self.state_record.add_round(self.comm.gather(mine.state_dict()))
+        return before
 
     def _parse(self, text: str) -> Action | None:
         if self.parse_action is None:
@@ -377,13 +549,27 @@ class RoundRunner:
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "recorder": self.recorder.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "env_steps_total": self.env_steps_total,
         }
+        if self.state_record is not None:
+            state["state_record"] = self.state_record.state_dict()
+        if self.beta_record is not None and not isinstance(self.scheduler, BetaScheduler):  # else in the scheduler's
+            state["beta_record"] = self.beta_record.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.recorder.load_state_dict(state["recorder"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.env_steps_total = int(state.get("env_steps_total", 0))
+        for key, record in (("state_record", self.state_record), ("beta_record", self.beta_record)):
+            if record is None or (key == "beta_record" and isinstance(self.scheduler, BetaScheduler)):
+                continue
+            if key not in state:
+                raise CheckpointError(
+                    f"The checkpoint has no '{key}': it was saved without the extension that keeps it "
+                    "(algo.failed_credit / algo.aug_select=beta). Resume with the algo settings it was saved with."
+                )
+            record.load_state_dict(state[key])

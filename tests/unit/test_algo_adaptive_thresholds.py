@@ -14,10 +14,10 @@ from steprl.algo.adaptive_thresholds import (
     at_most_one_success,
     augment_probability,
     beta_cdf,
+    beta_low_success_rule,
     beta_plan,
     beta_power_mean,
     beta_reallocate,
-    select_augmentation_steps_beta,
     task_outlook,
 )
 from steprl.algo.sampling import SRTrajScheduler, replacement_probability
@@ -267,14 +267,33 @@ def test_augment_probability_by_hand():
     assert augment_probability(2, 8, 8, "interval", s_low=0.2) == pytest.approx(0.5637924, rel=1e-6)
 
 
-def test_select_augmentation_steps_beta():
+def test_beta_low_success_rule():
     record = BetaRecord()
     record.update({"hard": (1, 8), "easy": (6, 8)})
     # hard: Beta(2, 8): P(k ≤ 1 of 8) = 93/170 ≈ 0.547 ≥ 0.5: yes. easy: Beta(7, 3): P(k ≤ 1) is tiny: no.
-    samples = [step("hard"), step("easy"), step("new"), step("hard", -0.3), step("hard", source="trajectory"), step("hard", 0.2)]
-    assert select_augmentation_steps_beta(samples, record, 8) == [samples[0], samples[5]]
-    assert select_augmentation_steps_beta(samples, record, 8, q=0.6) == []  # 0.547 < 0.6
-    assert select_augmentation_steps_beta(samples, BetaRecord(), 8) == []  # no data
-    assert select_augmentation_steps_beta(samples, record, 8, rule="interval", s_low=0.2) == [samples[0], samples[5]]  # 0.564
+    is_low = beta_low_success_rule(record, 8)
+    assert [is_low(t) for t in ("hard", "easy", "new")] == [True, False, False]  # an unseen task is not hard
+    assert not beta_low_success_rule(record, 8, q=0.6)("hard")  # 0.547 < 0.6
+    assert not beta_low_success_rule(BetaRecord(), 8)("hard")  # no data
+    assert beta_low_success_rule(record, 8, rule="interval", s_low=0.2)("hard")  # I_0.2(2, 8) = 0.564
     with pytest.raises(ValueError, match="beta_aug_q"):
-        select_augmentation_steps_beta(samples, record, 8, q=0.0)
+        beta_low_success_rule(record, 8, q=0.0)
+    with pytest.raises(ValueError, match="beta_rule"):
+        beta_low_success_rule(record, 8, rule="median")
+
+
+def test_beta_rule_plugs_into_the_slgrpo_selector():
+    """The predicate replaces ŝ_i ≤ s_low in `select_augmentation_steps`, which keeps its own filters
+    (step samples of successful trajectories, parsed valid actions)."""
+    from steprl.algo.augment import select_augmentation_steps
+    from steprl.algo.samples import SampleOrigin
+    from steprl.types import Action, Observation, Task, Trajectory, Turn
+
+    def origin(task_id: str, score: float) -> SampleOrigin:
+        turn = Turn(Observation(np.zeros((2, 2, 3), np.uint8), "x"), "click()", action=Action("click", point=(1, 1)))
+        return SampleOrigin(Trajectory(Task(task_id, "f", "x"), [turn], score=score, success=score >= 1.0), 0)
+
+    record = BetaRecord()
+    record.update({"hard": (1, 8), "easy": (6, 8)})
+    pairs = [(step("hard"), origin("hard", 1.0)), (step("easy"), origin("easy", 1.0)), (step("hard"), origin("hard", 0.0))]
+    assert select_augmentation_steps(pairs, beta_low_success_rule(record, 8), 1.0) == [pairs[0]]

@@ -161,6 +161,23 @@ def test_record_counts_each_state_once_per_rollout_and_decays():
     assert record.state_counts("t", "never") == (0.0, 0.0) and record.task_counts("other") == (0.0, 0.0)
 
 
+def test_add_round_equals_update_with_every_ranks_trajectories():
+    """Under DDP each rank counts its own rollouts; adding their counts (one decay) must equal one
+    update with all of them."""
+    rounds = round_of_four()
+    whole = StateSuccessRecord(decay=0.5)
+    whole.update([trajectory(("s0",), "A", 1.0)], 1.0)
+    parts = whole.copy()
+    whole.update(rounds, 1.0)
+    rank0, rank1 = StateSuccessRecord(), StateSuccessRecord()
+    rank0.update(rounds[:2], 1.0)
+    rank1.update(rounds[2:], 1.0)
+    parts.add_round([rank0.state_dict(), rank1.state_dict()])
+    assert parts.state_dict() == whole.state_dict()
+    # by hand: s0 was (1, 1), × 0.5 = (0.5, 0.5), + 2 successes and 2 failures = (2.5, 4.5)
+    assert parts.state_counts("t", "s0") == (2.5, 4.5) and parts.state_counts("t", "X") == (0.0, 2.0)
+
+
 def test_decayed_entries_are_forgotten():
     record = StateSuccessRecord(decay=0.1, min_count=0.05)
     record.update([trajectory(("s0",), "A", 1.0, task_id="old")], 1.0)

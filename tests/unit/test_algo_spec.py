@@ -126,6 +126,19 @@ def test_overrides_and_unknown_keys():
         ({"aug_reward": "judge"}, "aug_reward"),
         ({"clip_low": -0.1}, "clip_low"),
         ({"ppo_epochs": 0}, "ppo_epochs"),
+        ({"failed_credit": True, "advantage": "grpo", "use_failed_trajectories": True}, "failed_credit=true adds step advantages"),
+        ({"failed_credit_baseline": "zero"}, "failed_credit_baseline"),
+        ({"failed_credit_decay": 0.0}, "failed_credit_decay"),
+        ({"failed_credit_min_visits": 0.0}, "failed_credit_min_visits"),
+        ({"aug_outcome_horizon": 0}, "aug_outcome_horizon"),
+        ({"aug_outcome_continuations": 0}, "aug_outcome_continuations"),
+        ({"aug_select": "median"}, "aug_select"),
+        ({"beta_rule": "median"}, "beta_rule"),
+        ({"beta_decay": 0.0}, "beta_decay"),
+        ({"beta_prior_a": 0.0}, "beta_prior_a"),
+        ({"beta_p_low": 0.7}, "beta_p_low"),
+        ({"beta_aug_q": 0.0}, "beta_aug_q"),
+        ({"beta_min_informative": 1.5}, "beta_min_informative"),
     ],
 )
 def test_bad_values_give_one_clear_message(overrides, message):
@@ -225,6 +238,52 @@ def test_builders(tmp_path):
     assert recorder.rates == {"a": 0.4} and recorder.alpha == 0.3
     loss = build_loss(AlgorithmSpec(clip_high=0.28, dual_clip=3.0, loss_agg="seq-mean-token-mean"))
     assert loss == PolicyLoss(clip_low=0.2, clip_high=0.28, dual_clip=3.0, agg="seq-mean-token-mean")
+
+
+@pytest.mark.parametrize(
+    ("name", "failed_credit", "aug_reward", "sampling", "aug_select"),
+    [
+        ("step", False, "equivalence", "sr_traj", "s_low"),
+        ("step_failed_credit", True, "equivalence", "sr_traj", "s_low"),
+        ("step_outcome", False, "outcome", "sr_traj", "s_low"),
+        ("step_beta", False, "equivalence", "beta", "beta"),
+        ("step_all_extensions", True, "outcome", "beta", "beta"),
+    ],
+)
+def test_extension_files_switch_only_their_extension(name, failed_credit, aug_reward, sampling, aug_select):
+    spec = algo_spec(name)
+    assert (spec.failed_credit, spec.aug_reward, spec.sampling, spec.aug_select) == (failed_credit, aug_reward, sampling, aug_select)
+    assert (spec.advantage, spec.sample_level, spec.augment, spec.use_failed_trajectories) == ("sr_adv", "step", True, False)
+
+
+def test_beta_scheduler_and_state_record_builders():
+    from steprl.algo.adaptive_thresholds import BetaScheduler
+    from steprl.algo.spec import build_state_record
+
+    scheduler = build_scheduler(AlgorithmSpec(sampling="beta", beta_rule="interval", beta_decay=0.25, beta_prior_b=3.0), ["a"], 1, seed=0)
+    assert isinstance(scheduler, BetaScheduler)
+    assert scheduler.knobs["rule"] == "interval" and (scheduler.record.decay, scheduler.record.prior_b) == (0.25, 3.0)
+    assert build_state_record(AlgorithmSpec()) is None
+    assert build_state_record(AlgorithmSpec(failed_credit=True, failed_credit_decay=0.5)).decay == 0.5
+    assert AlgorithmSpec(aug_select="beta").uses_beta_record and not AlgorithmSpec().uses_beta_record
+
+
+def test_failed_credit_samples_by_hand():
+    """Record of past rounds for task a: K = 1 of N = 3, state a0 visited 3 times (1 success), a1 once
+    (the success). This round: one success (a0, a1), one failure (a0, a1), one env error. For the
+    failure, leave-one-out: N = 5 − 1 = 4, K = 2, p = 0.5; v(a0) = (2 + 2·0.5)/(4 + 2) = 0.5,
+    v(a1) = (2 + 1)/(2 + 2) = 0.75; A_0 = 0.5·(0.75 − 0.5) = 0.125; A_1: the final state is unknown → 0,
+    no sample. The success keeps SR-Adv 1 − 0.25."""
+    from steprl.algo.failed_credit import StateSuccessRecord
+
+    record = StateSuccessRecord()
+    record.load_state_dict({"totals": {"a": [1, 3]}, "states": {"a": {"a0": [1, 3], "a1": [1, 1]}}})
+    round_ = a_round()
+    pairs = build_samples_with_origins(AlgorithmSpec(failed_credit=True), round_, SuccessRateRecorder(prior={"a": 0.25}), record)
+    assert [(origin.trajectory is round_[1], origin.turn_index, sample.advantage) for sample, origin in pairs] == [
+        (False, 0, 0.75), (False, 1, 0.75), (True, 0, pytest.approx(0.125))
+    ]  # fmt: skip
+    assert len(build_samples_with_origins(AlgorithmSpec(), round_, SuccessRateRecorder(prior={"a": 0.25}), record)) == 2  # off
 
 
 def test_spec_is_a_plain_dataclass():

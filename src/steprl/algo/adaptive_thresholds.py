@@ -22,15 +22,15 @@ Two rules judge a task; the default needs no threshold at all:
 
 SR-Traj with the posterior (`sampling: beta`): each copy of a known task is replaced with probability
 p_rep,i = m_i (+ h_i with `replace_hopeless`), by a task drawn from the cache {j known : u_j ≥ u_min}
-with probability u_j / Σ u (`min_informative` u_min, default 0.05). SL-GRPO with the posterior:
-augment a known task when P(at most one success among N) ≥ q ("group"; default q = 0.5), or when
+with probability u_j / Σ u (`min_informative` u_min, default 0.05). SL-GRPO with the posterior
+(`beta_low_success_rule`, a predicate for `augment.select_augmentation_steps`): augment a known task when P(at most one success among N) ≥ q ("group"; default q = 0.5), or when
 P(p ≤ s_low) ≥ q ("interval").
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +38,6 @@ import numpy as np
 
 from steprl.algo.sampling import Allocation, TaskScheduler
 from steprl.algo.success_rate import Counts, SuccessRateRecorder
-from steprl.types import TrainingSample
 
 RULES = ("group", "interval")
 
@@ -353,27 +352,24 @@ def augment_probability(a: float, b: float, group_size: int, rule: str = "group"
     raise ValueError(f"algo.beta_rule={rule!r}: use one of {', '.join(RULES)}.")
 
 
-def select_augmentation_steps_beta(
-    step_samples: Sequence[TrainingSample],
-    record: BetaRecord,
-    group_size: int,
-    q: float = 0.5,
-    rule: str = "group",
-    s_low: float = 0.2,
-) -> list[TrainingSample]:
-    """`select_augmentation_steps` with the posterior rule in place of ŝ_i ≤ s_low: step samples
-    with a positive advantage, of known tasks whose `augment_probability` is ≥ q. Pass the record
-    after this round's update, as for the fixed rule."""
+def beta_low_success_rule(
+    record: BetaRecord, group_size: int, q: float = 0.5, rule: str = "group", s_low: float = 0.2
+) -> Callable[[str], bool]:
+    """`algo.aug_select=beta`: the "this task is hard" predicate for `augment.select_augmentation_steps`,
+    with the posterior in place of ŝ_i ≤ s_low: a known task whose `augment_probability` is ≥ q.
+    A task the record has never seen is not hard (as with the fixed rule). Pass the record after
+    this round's update unless algo.slgrpo_record=before."""
     if not 0.0 < q <= 1.0:
         raise ValueError(f"algo.beta_aug_q={q} must be in (0, 1].")
+    augment_probability(1.0, 1.0, max(group_size, 1), rule, s_low)  # refuse a bad rule now
     decided: dict[str, bool] = {}
-    selected = []
-    for sample in step_samples:
-        if sample.source != "step" or sample.advantage <= 0.0 or not record.known(sample.task_id):
-            continue
-        if sample.task_id not in decided:
-            a, b = record.posterior(sample.task_id)
-            decided[sample.task_id] = augment_probability(a, b, group_size, rule, s_low) >= q
-        if decided[sample.task_id]:
-            selected.append(sample)
-    return selected
+
+    def is_low(task_id: str) -> bool:
+        if not record.known(task_id):
+            return False
+        if task_id not in decided:
+            a, b = record.posterior(task_id)
+            decided[task_id] = augment_probability(a, b, group_size, rule, s_low) >= q
+        return decided[task_id]
+
+    return is_low

@@ -52,7 +52,8 @@ def select_augmentation_steps(
     (score ≥ success_threshold), never from a failed one that happens to have a positive group
     advantage (partial-credit scores), and its action must have parsed and been valid (an
     unparseable y_t is never reinforced). Only `source == "step"` samples of tasks for which
-    `is_low_success(task_id)` holds qualify (`low_success_rule`: ŝ_i ≤ s_low).
+    `is_low_success(task_id)` holds qualify (`low_success_rule`: ŝ_i ≤ s_low, the paper; or
+    `adaptive_thresholds.beta_low_success_rule` with `algo.aug_select=beta`).
     """
     selected = []
     for sample, origin in pairs:

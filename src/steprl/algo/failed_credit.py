@@ -94,6 +94,27 @@ class StateSuccessRecord:
                 k_n[0] += success
                 k_n[1] += 1.0
 
+    def add_round(self, round_states: Sequence[Mapping[str, Any]]) -> None:
+        """One round given as counts rather than trajectories: decay every count once, then add
+        each `state_dict()` of a record that holds only this round (one per rank under DDP, whose
+        trajectories the other ranks never see)."""
+        parts = []
+        for state in round_states:
+            part = StateSuccessRecord()
+            part.load_state_dict(state)
+            parts.append(part)
+        if self.decay < 1.0:
+            self._decay()
+        for part in parts:
+            for task_id, (k, n) in part._totals.items():
+                total = self._totals.setdefault(task_id, [0.0, 0.0])
+                total[0], total[1] = total[0] + k, total[1] + n
+            for task_id, states in part._states.items():
+                mine = self._states.setdefault(task_id, {})
+                for state_key, (k, n) in states.items():
+                    entry = mine.setdefault(state_key, [0.0, 0.0])
+                    entry[0], entry[1] = entry[0] + k, entry[1] + n
+
     def _decay(self) -> None:
         for task_id in list(self._totals):
             self._totals[task_id] = [c * self.decay for c in self._totals[task_id]]

@@ -5,7 +5,8 @@ validation. conf/algo/step.yaml instantiates it (`_target_: ...AlgorithmSpec.cre
 written out for users to read; each other file of conf/algo/ states only what it changes from STEP
 (tests/unit/test_algo_spec.py keeps step.yaml equal to these defaults). `build_samples` turns a
 round's trajectories into training samples by reading the switches, never the algorithm's name, so
-any combination (e.g. GiGPO advantages with SR-Traj sampling) is one config away.
+any combination (e.g. GiGPO advantages with SR-Traj sampling) is one config away. The three
+extensions of docs/extensions.md are switches here too, off by default.
 """
 
 from __future__ import annotations
@@ -19,20 +20,26 @@ from typing import Any
 
 import numpy as np
 
+from steprl.algo.adaptive_thresholds import RULES as BETA_RULES
+from steprl.algo.adaptive_thresholds import BetaScheduler
 from steprl.algo.advantages import gigpo_advantages, grpo_advantages, sr_adv_trajectory_advantages
 from steprl.algo.augment import REWARD_FUNCTIONS, num_alternatives
+from steprl.algo.failed_credit import BASELINES as FAILED_CREDIT_BASELINES
+from steprl.algo.failed_credit import StateSuccessRecord, failed_step_advantages
 from steprl.algo.loss import PolicyLoss, check_is_settings, check_loss_settings
 from steprl.algo.sampling import SRTrajScheduler, TaskScheduler, UniformScheduler
 from steprl.algo.samples import SampleOrigin, step_samples, trajectory_sample
 from steprl.algo.success_rate import SuccessRateRecorder, is_success
 from steprl.types import TrainingSample, Trajectory
 
-SAMPLINGS = ("sr_traj", "uniform")
+SAMPLINGS = ("sr_traj", "uniform", "beta")
 SAMPLE_LEVELS = ("step", "trajectory")
 ADVANTAGES = ("sr_adv", "grpo", "gigpo")
 STEP_NORMS = ("mean", "mean_std")
 EPISODE_MEANS = ("trajectory", "step")
 RECORD_SNAPSHOTS = ("before", "after")
+AUG_REWARDS = (*REWARD_FUNCTIONS, "outcome")  # "outcome": continue each alternative with the policy (round.py)
+AUG_SELECTS = ("s_low", "beta")
 
 
 @dataclass
@@ -45,7 +52,7 @@ class AlgorithmSpec:
     success_threshold: float = 1.0  # success(τ) = score ≥ threshold (binary envs: 1.0)
     success_rate_prior: str | None = None  # JSON file {task_id: rate} of base-model success rates
     # SR-Traj (§2)
-    sampling: str = "sr_traj"  # "sr_traj" | "uniform"
+    sampling: str = "sr_traj"  # "sr_traj" | "uniform" | "beta" (extension 3: Beta posterior per task)
     s0: float = 0.6  # cache upper bound and logistic midpoint (paper)
     kappa: float = 10.0  # logistic steepness κ [reconstructed]
     # Samples and advantages (§3, §6)
@@ -73,6 +80,29 @@ class AlgorithmSpec:
     aug_temperature: float = 1.0  # sampling temperature of the alternatives [reconstructed]
     aug_radius_px: float = 20.0  # click points this close (pixels) count as the same action [reconstructed]
     aug_suffix: str = ""  # text appended to the prompt asking for a different action ("" = none)
+    # Extension 1 (docs/extensions.md §1): credit for the steps of failed trajectories
+    failed_credit: bool = False  # True: failed trajectories' steps get w·(v(s_{t+1}) − v(s_t)) (needs sr_adv, step)
+    failed_credit_weight: float = 0.5  # w
+    failed_credit_prior: float = 2.0  # β, pseudo-rollouts pulling v(s) towards the task's rate
+    failed_credit_min_visits: float = 1.0  # visits by other rollouts before a state counts as known
+    failed_credit_baseline: str = "state"  # "state" (v(s_t)) | "task" (p)
+    failed_credit_terminal: bool = True  # a failed trajectory's final finished/call_user leads to v = 0
+    failed_credit_decay: float = 1.0  # per-round decay of the state record's counts (1 = cumulative)
+    # Extension 2 (§2): SL-GRPO alternatives judged by outcome (algo.aug_reward=outcome)
+    aug_outcome_horizon: int | None = None  # H env steps per continuation, alternative included; None = to the episode's end
+    aug_outcome_continuations: int = 1  # M continuations per alternative
+    aug_outcome_rescore_original: bool = False  # also continue a_t M times; r_0 = their mean
+    # Extension 3 (§3): thresholds from a Beta posterior per task (algo.sampling=beta, algo.aug_select=beta)
+    aug_select: str = "s_low"  # SL-GRPO's task rule: "s_low" (ŝ_i ≤ s_low) | "beta"
+    beta_rule: str = "group"  # "group" (next group of N, no threshold) | "interval" ([p_low, p_high])
+    beta_prior_a: float = 1.0  # a0
+    beta_prior_b: float = 1.0  # b0
+    beta_decay: float = 0.5  # d: each round multiplies the counts by d before adding its own
+    beta_min_informative: float = 0.05  # u_min: the cache holds known tasks with u ≥ u_min
+    beta_replace_hopeless: bool = False  # also hand away copies of likely-hopeless tasks
+    beta_p_low: float = 0.05  # interval rule: lower bound
+    beta_p_high: float = 0.6  # interval rule: upper bound (s0's part)
+    beta_aug_q: float = 0.5  # aug_select=beta: augment when P(hard) ≥ q
     # Policy loss (§5)
     clip_low: float = 0.2  # ε_low (ARPO)
     clip_high: float = 0.3  # ε_high (ARPO)
@@ -108,7 +138,11 @@ class AlgorithmSpec:
         one_of("gigpo_episode_mean", EPISODE_MEANS)
         one_of("sr_adv_record", RECORD_SNAPSHOTS)
         one_of("slgrpo_record", RECORD_SNAPSHOTS)
-        one_of("aug_reward", REWARD_FUNCTIONS)
+        one_of("aug_reward", AUG_REWARDS)
+        one_of("aug_select", AUG_SELECTS)
+        one_of("failed_credit_baseline", FAILED_CREDIT_BASELINES)
+        one_of("beta_rule", BETA_RULES)
+        found.extend(self._extension_problems())
         need(0.0 < self.alpha <= 1.0, f"algo.alpha={self.alpha} must be in (0, 1].")
         need(
             0.0 < self.success_threshold <= 1.0,
@@ -179,6 +213,45 @@ class AlgorithmSpec:
         except ValueError as error:
             found.append(str(error))
         return found
+
+    def _extension_problems(self) -> list[str]:
+        """The knobs of the three extensions (docs/extensions.md)."""
+        found: list[str] = []
+
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                found.append(message)
+
+        if self.failed_credit:
+            need(
+                self.advantage == "sr_adv" and self.sample_level == "step",
+                "algo.failed_credit=true adds step advantages for failed trajectories next to SR-Adv: it needs "
+                f"algo.advantage=sr_adv and algo.sample_level=step (got {self.advantage}, {self.sample_level}).",
+            )
+        need(self.failed_credit_weight >= 0.0, f"algo.failed_credit_weight={self.failed_credit_weight} must be >= 0.")
+        need(self.failed_credit_prior >= 0.0, f"algo.failed_credit_prior={self.failed_credit_prior} must be >= 0.")
+        need(self.failed_credit_min_visits > 0.0, f"algo.failed_credit_min_visits={self.failed_credit_min_visits} must be > 0.")
+        need(0.0 < self.failed_credit_decay <= 1.0, f"algo.failed_credit_decay={self.failed_credit_decay} must be in (0, 1].")
+        horizon = self.aug_outcome_horizon
+        need(
+            horizon is None or (isinstance(horizon, int) and not isinstance(horizon, bool) and horizon >= 1),
+            f"algo.aug_outcome_horizon={horizon!r} must be an integer >= 1, or null (to the end of the episode).",
+        )
+        need(self.aug_outcome_continuations >= 1, f"algo.aug_outcome_continuations={self.aug_outcome_continuations} must be >= 1.")
+        need(self.beta_prior_a > 0.0 and self.beta_prior_b > 0.0, f"algo.beta_prior_a={self.beta_prior_a} and algo.beta_prior_b={self.beta_prior_b} must be > 0 (1, 1 = uniform).")
+        need(0.0 < self.beta_decay <= 1.0, f"algo.beta_decay={self.beta_decay} must be in (0, 1] (1 = cumulative counts).")
+        need(0.0 <= self.beta_min_informative <= 1.0, f"algo.beta_min_informative={self.beta_min_informative} must be in [0, 1].")
+        need(
+            0.0 <= self.beta_p_low < self.beta_p_high <= 1.0,
+            f"algo.beta_p_low={self.beta_p_low} and algo.beta_p_high={self.beta_p_high} need 0 <= p_low < p_high <= 1.",
+        )
+        need(0.0 < self.beta_aug_q <= 1.0, f"algo.beta_aug_q={self.beta_aug_q} must be in (0, 1].")
+        return found
+
+    @property
+    def uses_beta_record(self) -> bool:
+        """Whether a run keeps the Beta posterior per task (extension 3)."""
+        return self.sampling == "beta" or (self.augment and self.aug_select == "beta")
 
     def validate(self) -> None:
         """Raise one ValueError listing every bad value, each with what to do."""
@@ -261,14 +334,47 @@ def _gigpo(spec: AlgorithmSpec, trajectories: Sequence[Trajectory], recorder: Su
 ADVANTAGE_FUNCTIONS: dict[str, AdvantageFunction] = {"sr_adv": _sr_adv, "grpo": _grpo, "gigpo": _gigpo}
 
 
+def failed_credit_advantages(
+    spec: AlgorithmSpec, trajectories: Sequence[Trajectory], state_record: StateSuccessRecord | None
+) -> list[np.ndarray | None]:
+    """Extension 1 (`algo.failed_credit`): one advantage per step of each failed trajectory, None
+    for the others; `state_record` holds past rounds (before this round's update)."""
+    return failed_step_advantages(
+        trajectories,
+        spec.success_threshold,
+        state_record,
+        weight=spec.failed_credit_weight,
+        prior_strength=spec.failed_credit_prior,
+        min_visits=spec.failed_credit_min_visits,
+        baseline=spec.failed_credit_baseline,
+        penalise_terminal=spec.failed_credit_terminal,
+    )
+
+
 def build_samples_with_origins(
-    spec: AlgorithmSpec, trajectories: Sequence[Trajectory], recorder: SuccessRateRecorder
+    spec: AlgorithmSpec,
+    trajectories: Sequence[Trajectory],
+    recorder: SuccessRateRecorder,
+    state_record: StateSuccessRecord | None = None,
 ) -> list[tuple[TrainingSample, SampleOrigin]]:
-    """`build_samples`, each sample paired with its `SampleOrigin`."""
+    """`build_samples`, each sample paired with its `SampleOrigin`.
+
+    With `algo.failed_credit` the steps of failed trajectories become samples too, with the
+    advantages of `failed_credit_advantages` (`state_record`: past rounds' state counts); a step
+    whose advantage is exactly 0 (nothing known about where it led) carries no gradient and is
+    not made into a sample.
+    """
     valid = [t for t in trajectories if t.valid]
     advantages = ADVANTAGE_FUNCTIONS[spec.advantage](spec, valid, recorder)
+    failed_credit = failed_credit_advantages(spec, valid, state_record) if spec.failed_credit else [None] * len(valid)
     pairs: list[tuple[TrainingSample, SampleOrigin]] = []
-    for trajectory, advantage in zip(valid, advantages):
+    for trajectory, advantage, credit in zip(valid, advantages, failed_credit):
+        if credit is not None and advantage is None and trajectory.turns:
+            samples = step_samples(
+                trajectory, credit, history_responses=spec.history_responses, history_screenshots=spec.history_screenshots
+            )
+            pairs.extend((sample, SampleOrigin(trajectory, t)) for t, sample in enumerate(samples) if credit[t] != 0.0)
+            continue
         if advantage is None or not trajectory.turns:
             continue
         if not spec.use_failed_trajectories and not is_success(trajectory, spec.success_threshold):
@@ -311,10 +417,31 @@ def build_recorder(spec: AlgorithmSpec) -> SuccessRateRecorder:
 
 
 def build_scheduler(spec: AlgorithmSpec, task_ids: Sequence[str], tasks_per_epoch: int, seed: int) -> TaskScheduler:
-    """SR-Traj or uniform scheduling, following `spec.sampling`."""
+    """SR-Traj, Beta-posterior (extension 3) or uniform scheduling, following `spec.sampling`."""
+    if spec.sampling == "beta":
+        return BetaScheduler(task_ids, tasks_per_epoch, seed, **beta_scheduler_knobs(spec))
     if spec.sampling == "sr_traj":
         return SRTrajScheduler(task_ids, tasks_per_epoch, seed, s0=spec.s0, kappa=spec.kappa)
     return UniformScheduler(task_ids, tasks_per_epoch, seed, s0=spec.s0)
+
+
+def beta_scheduler_knobs(spec: AlgorithmSpec) -> dict[str, Any]:
+    """The `BetaScheduler` / `BetaRecord` settings of a spec (algo.beta_*)."""
+    return {
+        "rule": spec.beta_rule,
+        "p_low": spec.beta_p_low,
+        "p_high": spec.beta_p_high,
+        "min_informative": spec.beta_min_informative,
+        "replace_hopeless": spec.beta_replace_hopeless,
+        "prior_a": spec.beta_prior_a,
+        "prior_b": spec.beta_prior_b,
+        "decay": spec.beta_decay,
+    }
+
+
+def build_state_record(spec: AlgorithmSpec) -> StateSuccessRecord | None:
+    """The per-state success record of extension 1, or None when algo.failed_credit is off."""
+    return StateSuccessRecord(decay=spec.failed_credit_decay) if spec.failed_credit else None
 
 
 def build_loss(spec: AlgorithmSpec) -> PolicyLoss:
