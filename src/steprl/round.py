@@ -313,8 +313,7 @@ class RoundRunner:
         report.env_s = max(report.rollout_s - report.generate_s, 0.0)  # waiting for environments
 
     def _summarise_record(self, report: RoundReport) -> None:
-        mean = self.recorder.mean()
-        report.sr_mean = 0.0 if np.isnan(mean) else float(mean)
+        report.sr_mean = float(self.recorder.mean())  # NaN while the record knows no task
         report.above_s0 = self.recorder.count_above(self.algo.s0)
         report.solve_all, report.solve_none, report.solve_partial = self.recorder.solve_counts(report.task_counts)
         report.rates = self.recorder.rates

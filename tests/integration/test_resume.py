@@ -43,3 +43,26 @@ def test_resume_at_an_epoch_boundary_matches_an_uninterrupted_run(tmp_path):
     final_straight = datamodule_state(straight / "checkpoints" / "last.ckpt")
     assert final_resumed["recorder"] == final_straight["recorder"]
     assert final_resumed["env_steps_total"] == final_straight["env_steps_total"]
+
+
+def test_resume_with_the_default_logger_continues_the_wandb_run(tmp_path, monkeypatch):
+    """The README's recipe with the default logger (W&B, offline): the checkpoint holds the W&B run
+    id, and resuming from it continues that run (it used to fail on `logger.wandb.resume`)."""
+    from steprl.lightning.checkpoint import load_checkpoint
+
+    monkeypatch.setenv("WANDB_MODE", "offline")  # the suite disables W&B; this test needs the real default logger
+    default_logger = [*BASE, "logger=wandb"]  # debug=fast picks csv; this is train.yaml's default logger
+    assert list(compose_train(default_logger).logger) == list(compose_train([]).logger) == ["csv", "wandb"]
+    first, resumed = tmp_path / "first", tmp_path / "resumed"
+    run(compose_train([*default_logger, "trainer.max_epochs=1"], first))
+    checkpoint = first / "checkpoints" / "last.ckpt"
+    run_id = load_checkpoint(checkpoint)["steprl_wandb_run_id"]
+    assert run_id and sorted(p.name for p in (first / "checkpoints").iterdir()) == ["epoch_000.ckpt", "last.ckpt"]
+    assert (first / "plots" / "success_curve.png").is_file() and (first / "plots" / "task_success.png").is_file()
+
+    cfg = compose_train([*default_logger, "trainer.max_epochs=2", f"ckpt_path={checkpoint}"], resumed)
+    run(cfg)
+    assert cfg.logger.wandb.id == run_id and cfg.logger.wandb.resume == "allow"
+    assert epochs_logged(resumed) == [1]
+    assert load_checkpoint(resumed / "checkpoints" / "last.ckpt")["steprl_wandb_run_id"] == run_id
+    assert list((resumed / "wandb").glob(f"offline-run-*-{run_id}"))  # the resumed run wrote to the same W&B run

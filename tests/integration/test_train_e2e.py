@@ -24,6 +24,8 @@ GLOSSARY = [
     "time/step_s", "time/rollout_s", "time/env_s", "time/generate_s", "time/old_logprob_s",
     "time/update_s", "time/augment_s", "time/other_s", "eval/success_rate", "eval/train_success_rate",
     "eval/initial_success_rate", "eval/initial_train_success_rate",
+    "rollout/valid", "rollout/env_restarts", "rollout/env_retries", "rollout/env_timeouts", "rollout/env_quarantined",
+    "eval/env_errors", "eval/train_env_errors", "train/optimizer_steps",
 ]
 TIME_PARTS = ["time/rollout_s", "time/augment_s", "time/old_logprob_s", "time/update_s", "time/other_s"]
 

@@ -122,6 +122,51 @@ def test_readme_commands_compose():
 
 
 @pytest.mark.parametrize(
+    "override, named, suggested",
+    [
+        ("+data.rollout_per_task=6", "data.rollout_per_task", "data.rollouts_per_task"),
+        ("+env.max_step=6", "env.max_step", "env.max_steps"),
+        ("+trainer.max_epoch=2", "trainer.max_epoch", "trainer.max_epochs"),
+    ],
+)
+def test_an_unknown_key_added_with_plus_is_named_with_the_closest_known_key(override, named, suggested, tmp_path):
+    with pytest.raises(ConfigError) as error:
+        build(compose_train([*FAST, override], tmp_path))
+    assert named in str(error.value) and f"Did you mean {suggested}?" in str(error.value)
+
+
+@pytest.mark.parametrize("override, key", [("trainer.max_epochs=-1", "trainer.max_epochs"), ("trainer.max_epochs=0", "trainer.max_epochs"),
+                                           ("seed=-1", "seed"), ("seed=4294967296", "seed")])
+def test_impossible_values_stop_with_one_message_naming_the_key(override, key, tmp_path):
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        build(compose_train([*FAST, override], tmp_path))
+
+
+def test_an_uncached_hub_model_on_a_cpu_machine_fails_at_once_and_mentions_offline_mode(tmp_path, monkeypatch):
+    """No hub retries: the check reads only the local cache (an empty one here) and says what to do."""
+    import time
+
+    import torch
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr("socket.socket.connect", lambda *a, **k: (_ for _ in ()).throw(AssertionError("network used")))
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as error:
+        build(compose_train([*FAST, "policy.pretrained=SomeOrg/Some-VLM-7B"], tmp_path))
+    assert time.monotonic() - started < 10
+    message = str(error.value)
+    assert "policy.pretrained=SomeOrg/Some-VLM-7B" in message and "HF_HUB_OFFLINE" in message and "download" in message
+
+
+def test_checkpoints_of_the_default_callbacks_are_written_atomically_and_named_plainly():
+    cfg = compose_train([])
+    assert cfg.callbacks.model_checkpoint._target_ == "steprl.lightning.checkpoint.SafeModelCheckpoint"
+    assert cfg.callbacks.run_health.max_env_error_share == 0.5
+
+
+@pytest.mark.parametrize(
     "override, named",
     [
         ("trainer.reload_dataloaders_every_n_epochs=2", "trainer.reload_dataloaders_every_n_epochs must be 1"),

@@ -312,3 +312,41 @@ def test_screens_are_numpy_images() -> None:
         (trajectory,) = collector.collect(goal_tasks(1), CounterExpert())
     shot = trajectory.turns[0].observation.screenshot
     assert isinstance(shot, np.ndarray) and shot.shape == (6, 8, 3) and shot.dtype == np.uint8
+
+
+def test_request_stop_ends_a_slow_collection_within_seconds() -> None:
+    """SIGTERM's path: the handler calls request_stop(); collect raises CollectionStopped, pool closed."""
+    import threading
+
+    from steprl.rollout.collector import CollectionStopped
+
+    pool = LocalPool("counter", num_workers=2, backend="thread", env_kwargs={"step_latency_s": 0.2})
+    collector = RolloutCollector(pool)
+    threading.Timer(0.5, collector.request_stop).start()
+    began = time.perf_counter()
+    with pytest.raises(CollectionStopped, match="to go"):
+        collector.collect(goal_tasks(9, 9, 9, 9, 9, 9), CounterExpert())  # ~12 s of env steps unstopped
+    assert time.perf_counter() - began < 3.0
+    assert not pool.started
+    with pytest.raises(CollectionStopped):  # and it stays stopped: the run is ending
+        collector.collect(goal_tasks(1), CounterExpert())
+
+
+def test_a_long_env_op_is_named_in_the_log(caplog) -> None:
+    """A quiet console during a slow reset says what it waits for (worker, op, task, timeout)."""
+    caplog.set_level("INFO", logger="steprl.rollout.collector")
+    pool = LocalPool("counter", num_workers=1, backend="thread", env_kwargs={"reset_latency_s": 0.8})
+    with RolloutCollector(pool, wait_log_s=0.3) as collector:
+        (trajectory,) = collector.collect(goal_tasks(1), CounterExpert())
+    assert trajectory.valid
+    waits = [r.getMessage() for r in caplog.records if "waiting for" in r.getMessage()]
+    assert waits and "worker 0, reset of task g1" in waits[0] and "timeout 600 s" in waits[0]
+
+
+def test_env_op_failures_are_counted_for_the_health_metrics() -> None:
+    pool = InProcessPool("counter", num_workers=1, env_kwargs={"fault_step_raise_prob": 1.0, "fault_seed": 0})
+    with RolloutCollector(pool, max_retries=1, max_consecutive_failures=5) as collector:
+        (trajectory,) = collector.collect(goal_tasks(2), CounterExpert())
+        stats = collector.last_stats
+    # two attempts (max_retries=1), each failing at its first step: 2 failures, 2 restarts, 1 retry
+    assert not trajectory.valid and (stats.failures, stats.restarts, stats.retries, stats.env_errors) == (2, 2, 1, 1)

@@ -5,6 +5,10 @@ round (`steprl.round.RoundRunner`: schedule, SR-Traj, collect, record, samples, 
 log-probs), then serves the samples as mini-batches. The batch is the only channel to
 `StepLightningModule`: advantages, weights, old and rollout log-probs, and the flag that says
 whether any rank's batch at this index has a trainable token all travel in it.
+
+With `overlap=True` the rounds run through `steprl.overlap.RoundPipeline`: round t+1 is collected in
+a background thread with a policy snapshot while epoch t trains (docs/overlap.md); every batch
+carries its samples' policy lag (`policy_lag`, rounds of updates behind).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from steprl.errors import ConfigError
+from steprl.lightning.strategies import policy_for_round
+from steprl.overlap import RoundPipeline
 from steprl.rollout.evaluation import EvalResult, evaluate
 from steprl.round import RoundReport, RoundRunner
 from steprl.types import Task, TrainingSample
@@ -31,22 +37,35 @@ class MiniBatch:
 
     samples: list[TrainingSample]
     has_tokens: bool = True
+    policy_lag: int = 0  # rounds of updates between the rollouts' weights and the weights they train
 
 
 class SuccessRateDataModule(LightningDataModule):
     """Runs `runner` each epoch and serves its samples; holds its state for checkpoints.
 
     `batch_size` samples per mini-batch (one optimiser step each), `algo.ppo_epochs` shuffled passes
-    per round; `eval_tasks` are the held-out split of `evaluate`.
+    per round; `eval_tasks` are the held-out split of `evaluate`. `overlap`, `max_lag`,
+    `overlap_timeout_s`: collect round t+1 while round t trains, with weights at most `max_lag` rounds
+    old, waiting at most `overlap_timeout_s` for a collection (`steprl.overlap.RoundPipeline`).
     """
 
-    def __init__(self, runner: RoundRunner, eval_tasks: Sequence[Task], batch_size: int, steps_per_round: int | None = None) -> None:
+    def __init__(
+        self,
+        runner: RoundRunner,
+        eval_tasks: Sequence[Task],
+        batch_size: int,
+        steps_per_round: int | None = None,
+        overlap: bool = False,
+        max_lag: int = 1,
+        overlap_timeout_s: float | None = None,
+    ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ConfigError(f"data.batch_size = {batch_size}; it must be >= 1.")
         if steps_per_round is not None and steps_per_round < 1:
             raise ConfigError(f"data.steps_per_round = {steps_per_round}; it must be >= 1 (or null: one step per batch_size samples).")
         self.runner = runner
+        self.pipeline = RoundPipeline(runner, overlap=overlap, max_lag=max_lag, timeout_s=overlap_timeout_s)
         self.eval_tasks = list(eval_tasks)
         self.batch_size = int(batch_size)
         self.steps_per_round = steps_per_round
@@ -55,7 +74,12 @@ class SuccessRateDataModule(LightningDataModule):
         self.progress: Callable[[int, int], None] | None = None  # set by the RolloutProgress callback
 
     def setup(self, stage: str) -> None:
-        """Refuse the Trainer flags this design cannot work without."""
+        """Refuse the Trainer flags and strategy combinations this design cannot work with."""
+        if self.pipeline.overlap and "FSDP" in type(self.trainer.strategy).__name__:
+            raise ConfigError(
+                "data.overlap=true cannot run under trainer=fsdp: the background collection would run outside the ranks' "
+                "lock-step collectives and precision context. Use data.overlap=false, or trainer=ddp / deepspeed (stage 2)."
+            )
         if self.trainer.reload_dataloaders_every_n_epochs != 1:
             raise ConfigError("trainer.reload_dataloaders_every_n_epochs must be 1: each epoch collects fresh rollouts.")
         if self.trainer._accelerator_connector.use_distributed_sampler:
@@ -69,13 +93,15 @@ class SuccessRateDataModule(LightningDataModule):
             # update the record twice).
             return DataLoader([MiniBatch([self.runner.padding_sample()], False)], batch_size=None, collate_fn=self.collate)
         self.next_round = epoch + 1
-        round_ = self.runner.run(epoch, self.trainer.lightning_module.policy, progress=self.progress)
+        last_epoch = self.trainer.max_epochs is not None and self.trainer.max_epochs >= 0 and epoch + 1 >= self.trainer.max_epochs
+        with policy_for_round(self.trainer) as policy:  # every rank together: FSDP's root is set up, precision applied
+            round_ = self.pipeline.round(epoch, policy, progress=self.progress, collect_next=not last_epoch)
         self.last_round = round_.report
-        minibatches = self.minibatches(round_.samples, epoch)
+        minibatches = self.minibatches(round_.samples, epoch, policy_lag=round_.report.policy_lag)
         self.last_round.optimizer_steps = sum(batch.has_tokens for batch in minibatches)
         return DataLoader(minibatches, batch_size=None, collate_fn=self.collate)
 
-    def minibatches(self, samples: list[TrainingSample], epoch: int) -> list[MiniBatch]:
+    def minibatches(self, samples: list[TrainingSample], epoch: int, policy_lag: int = 0) -> list[MiniBatch]:
         """`algo.ppo_epochs` shuffled passes cut into mini-batches of `batch_size`, or, with
         `data.steps_per_round`, into exactly that many mini-batches (so methods that make different
         numbers of samples from the same rollouts take the same number of optimiser steps). Every rank
@@ -93,11 +119,12 @@ class SuccessRateDataModule(LightningDataModule):
         batches += [[] for _ in range(count - len(batches))]
         batches = [batch or [self.runner.padding_sample()] for batch in batches]
         any_tokens = comm.all_reduce_max([int(any(s.old_logprobs for s in batch)) for batch in batches])
-        return [MiniBatch(batch, bool(flag)) for batch, flag in zip(batches, any_tokens)]
+        return [MiniBatch(batch, bool(flag), policy_lag) for batch, flag in zip(batches, any_tokens)]
 
     def collate(self, minibatch: MiniBatch) -> dict[str, torch.Tensor]:
         """The policy's padded batch + old and rollout log-probs, advantages and weights aligned with
-        it, and `has_tokens` (whether some rank's batch at this index trains on anything)."""
+        it, `has_tokens` (whether some rank's batch at this index trains on anything) and each row's
+        `policy_lag`."""
         samples = minibatch.samples
         batch = self.trainer.lightning_module.policy.collate([s.dialogue for s in samples])
         mask = batch["target_mask"]
@@ -117,11 +144,13 @@ class SuccessRateDataModule(LightningDataModule):
         batch["advantages"] = torch.tensor([s.advantage for s in samples], dtype=torch.float32)
         batch["weights"] = torch.tensor([s.weight for s in samples], dtype=torch.float32)
         batch["has_tokens"] = torch.tensor(minibatch.has_tokens)
+        batch["policy_lag"] = torch.full((len(samples),), minibatch.policy_lag, dtype=torch.long)
         return batch
 
     def evaluate(self, policy: Any, *, split: str = "test", greedy: bool = True, max_tasks: int | None = None, repeats: int = 1) -> EvalResult:
         """`repeats` rollouts per task of `split` ("test": held-out, "train": the training tasks)."""
         tasks = self.eval_tasks if split == "test" else list(self.runner.tasks.values())
+        self.pipeline.wait_idle()  # one caller of the env pool at a time
         return evaluate(
             self.runner.collector, policy, tasks, success_threshold=self.runner.algo.success_threshold, greedy=greedy,
             repeats=repeats, max_tasks=max_tasks, comm=self.runner.comm, progress=self.progress,
@@ -139,9 +168,13 @@ class SuccessRateDataModule(LightningDataModule):
     def env_steps_total(self) -> int:
         return self.runner.env_steps_total
 
+    def teardown(self, stage: str) -> None:
+        """Wait out a background collection (started for an epoch that will not run) before the pool closes."""
+        self.pipeline.close()
+
     def state_dict(self) -> dict[str, Any]:
-        return {**self.runner.state_dict(), "next_round": self.next_round}
+        return {**self.pipeline.state_dict(), "next_round": self.next_round}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.runner.load_state_dict(state_dict)
+        self.pipeline.load_state_dict(state_dict)
         self.next_round = int(state_dict.get("next_round", 0))

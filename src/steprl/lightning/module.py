@@ -86,7 +86,7 @@ class StepLightningModule(LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         norms = grad_norm(self.policy, norm_type=2)
         if "grad_2.0_norm_total" in norms:
-            self.log("train/grad_norm", norms["grad_2.0_norm_total"], on_step=False, on_epoch=True, batch_size=1)
+            self.log("train/grad_norm", norms["grad_2.0_norm_total"], on_step=False, on_epoch=True, batch_size=1, sync_dist=True)
 
     # ------------------------------------------------------------------ optimisers
     def configure_optimizers(self) -> Any:

@@ -11,11 +11,17 @@ Robustness: an env op that raises, hangs past its timeout or kills its worker ge
 restarted and the trajectory retried from reset (up to `max_retries` times), after which the
 trajectory is recorded with `env_error` set (excluded from success rates and training). A worker
 that fails `max_consecutive_failures` times in a row is quarantined: stopped, no new work.
+
+Stopping: `request_stop()` (called from a signal handler, e.g. on SIGTERM) makes the running (or the
+next) `collect` raise `CollectionStopped` within about a second, after closing the pool. Env ops
+that run longer than `wait_log_s` are named in the log (which worker, which op, for how long, and
+its timeout), so a slow or hung environment does not look like a frozen program.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -28,6 +34,10 @@ from steprl.rollout.pools import EnvPool, OpResult
 from steprl.types import Action, Dialogue, Generation, Observation, StepResult, Task, Trajectory, Turn
 
 log = logging.getLogger(__name__)
+
+
+class CollectionStopped(RolloutError):
+    """`collect` was asked to stop (`RolloutCollector.request_stop`, e.g. on SIGTERM)."""
 
 
 class Policy(Protocol):
@@ -58,6 +68,7 @@ class CollectStats:
     restarts: int = 0  # worker restarts
     timeouts: int = 0  # env ops that ran past their timeout
     quarantined: int = 0  # workers out of service at the end of the call
+    failures: int = 0  # env ops that failed (raised, timed out or lost their worker)
     wall_time_s: float = 0.0  # the whole call, worker start-up included
     start_time_s: float = 0.0  # starting the pool's workers (first call, or after a close)
     env_time_s: float = 0.0
@@ -93,13 +104,14 @@ class _Slot:
     next_turn: Turn | None = None  # generated, being executed
     ready_since: float = 0.0
     reset_time_s: float = 0.0
+    submitted_at: float = 0.0  # time.monotonic() when its current env op was submitted
 
 
 class RolloutCollector:
     """Runs scheduled task copies on an `EnvPool` with a policy; see the module docstring.
 
     Settings: `max_batch` caps one generate call; `history_responses` / `history_screenshots` are the
-    policy context's history window (k, m; ALGORITHM.md §3); `success_threshold` turns a score into
+    policy context's history window (k, m; docs/algorithm.md §3); `success_threshold` turns a score into
     success; timeouts are per env op; `gather_wait_s` is how long the first env waiting for an action
     may wait for others to join its batch; `max_turns` is a guard against an env that never ends an
     episode; `progress(done, total)` is called whenever a trajectory finishes.
@@ -121,6 +133,7 @@ class RolloutCollector:
         gather_wait_s: float = 0.01,
         max_turns: int = 100,
         progress: Callable[[int, int], Any] | None = None,
+        wait_log_s: float = 30.0,
     ):
         _require(max_batch >= 1, f"max_batch must be >= 1, got {max_batch}")
         _require(history_responses >= 0, f"history_responses must be >= 0, got {history_responses}")
@@ -131,6 +144,7 @@ class RolloutCollector:
             _require(value > 0, f"{name}_timeout_s must be > 0, got {value}")
         _require(gather_wait_s >= 0, f"gather_wait_s must be >= 0, got {gather_wait_s}")
         _require(max_turns >= 1, f"max_turns must be >= 1, got {max_turns}")
+        _require(wait_log_s > 0, f"wait_log_s must be > 0, got {wait_log_s}")
         self.pool = pool
         self.max_batch = int(max_batch)
         self.history_responses = int(history_responses)
@@ -142,11 +156,22 @@ class RolloutCollector:
         self.gather_wait_s = float(gather_wait_s)
         self.max_turns = int(max_turns)
         self.progress = progress
+        self.wait_log_s = float(wait_log_s)
+        self._stop = threading.Event()
         self.last_stats: CollectStats | None = None
         self.quarantined: set[int] = set()
         self._failures = [0] * pool.num_workers  # consecutive failures per worker
 
     # ---- public ------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Make the running (or next) `collect` stop promptly. Safe to call from a signal handler:
+        it only sets a flag, which the collection loop checks at least once a second."""
+        self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
 
     def collect(
         self,
@@ -161,6 +186,8 @@ class RolloutCollector:
         `temperature`) is passed to `policy.generate`: evaluation runs through here too.
         `progress` overrides the collector's progress callback for this call."""
         began = time.perf_counter()
+        if self.stop_requested:
+            raise CollectionStopped("collection was asked to stop before it started")
         run = _Run(self, list(tasks_per_copy), policy, greedy, temperature, progress or self.progress)
         if not self.pool.started:  # a fresh (or re-opened) pool: every worker gets a clean record
             self.quarantined.clear()
@@ -217,12 +244,15 @@ class _Run:
         self.awaiting: deque[_Slot] = deque()  # have an observation, wait for an action (FIFO)
         self.bound: dict[int, _Slot] = {}  # worker -> the slot whose episode it runs
         self.done = 0
+        self.last_wait_log = time.monotonic()
 
     # ---- main loop ---------------------------------------------------------------------------
 
     def loop(self) -> None:
         total = len(self.slots)
         while self.done < total:
+            if self.c.stop_requested:
+                raise CollectionStopped(f"collection stopped on request with {total - self.done} of {total} trajectories to go")
             self.dispatch()
             if not self.awaiting and not self.pool.in_flight():
                 raise RolloutError(
@@ -233,6 +263,7 @@ class _Run:
                 )
             for result in self.pool.poll(self.wait_s()):
                 self.handle(result)
+            self.log_long_waits()
             if self.awaiting and self.batch_is_ready():
                 self.act()
 
@@ -247,12 +278,38 @@ class _Run:
             slot.worker, slot.phase, slot.attempts = worker, "reset", slot.attempts + 1
             slot.turns, slot.observation, slot.next_turn = [], None, None
             self.bound[worker] = slot
-            self.pool.submit(worker, "reset", slot.task, timeout_s=self.c.timeouts["reset"])
+            self.submit(slot, "reset", slot.task)
+
+    def submit(self, slot: _Slot, op: str, arg: Any = None) -> None:
+        """Start `op` for `slot` on its worker (timed, so long waits can be named in the log)."""
+        slot.submitted_at = time.monotonic()
+        self.pool.submit(slot.worker, op, arg, timeout_s=self.c.timeouts[op])  # type: ignore[arg-type]
+
+    def log_long_waits(self) -> None:
+        """Every `wait_log_s`, say which env ops have been running longer than that (the oldest
+        first): a user watching a quiet console then knows what the run is waiting for."""
+        now = time.monotonic()
+        if now - self.last_wait_log < self.c.wait_log_s:
+            return
+        self.last_wait_log = now
+        slow = sorted(
+            (s for s in self.bound.values() if s.phase in ("reset", "step", "evaluate") and now - s.submitted_at >= self.c.wait_log_s),
+            key=lambda s: s.submitted_at,
+        )
+        if not slow:
+            return
+        oldest = slow[0]
+        log.info(
+            "waiting for %d env op(s) running over %g s; the oldest: worker %s, %s of task %s for %.0f s "
+            "(timeout %g s; %d of %d trajectories done)",
+            len(slow), self.c.wait_log_s, oldest.worker, oldest.phase, oldest.task.id, now - oldest.submitted_at,
+            self.c.timeouts[oldest.phase], self.done, len(self.slots),
+        )
 
     def wait_s(self) -> float:
         """How long to wait for env results: no longer than the oldest waiting env's gather window."""
-        if not self.awaiting:
-            return 1.0  # anything that arrives (or times out) wakes the poll earlier
+        if not self.awaiting:  # anything that arrives (or times out) wakes the poll earlier; a second at
+            return min(1.0, self.c.wait_log_s)  # most, so a stop request and long waits are seen in time
         if len(self.awaiting) >= self.c.max_batch:
             return 0.0
         return max(0.0, self.awaiting[0].ready_since + self.c.gather_wait_s - time.monotonic())
@@ -293,7 +350,7 @@ class _Run:
                 generate_time_s=spent / len(batch),  # each response's share of the batched call
             )
             slot.phase = "step"
-            self.pool.submit(slot.worker, "step", generation.text, timeout_s=self.c.timeouts["step"])  # type: ignore[arg-type]
+            self.submit(slot, "step", generation.text)
 
     def context(self, slot: _Slot) -> Dialogue:
         """The policy's context: instruction, the last k responses (m with screenshots), the screen."""
@@ -343,7 +400,7 @@ class _Run:
         budget = slot.task.max_steps
         if step.done or (budget is not None and len(slot.turns) >= budget):
             slot.phase = "evaluate"
-            self.pool.submit(slot.worker, "evaluate", timeout_s=self.c.timeouts["evaluate"])  # type: ignore[arg-type]
+            self.submit(slot, "evaluate")
         elif len(slot.turns) >= self.c.max_turns:
             # Not an env hiccup that a retry fixes: the env breaks the GUIEnv contract.
             self.finish(
@@ -362,6 +419,7 @@ class _Run:
         """Restart (or quarantine) the worker; retry its trajectory from reset or give it up."""
         worker = result.worker
         self.stats.timeouts += result.timed_out
+        self.stats.failures += 1
         self.c._failures[worker] += 1
         failures = self.c._failures[worker]
         log.warning("env worker %d: %s", worker, result.error)
