@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import sys
 import time
+from pathlib import Path
 
 from steprl.envs import make, register
 from steprl.rollout import LocalPool, RolloutCollector
-from steprl.rollout.testing import COUNTER_ENV, UP, ScriptedPolicy
 from steprl.types import Task
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for the test doubles
+from tests.doubles import COUNTER_ENV, UP, ScriptedPolicy  # noqa: E402
 
 MINIDESK_STEP = "Thought: keep looking.\nAction: wait()"  # a valid action that never ends the task
 

@@ -15,7 +15,7 @@ import pytest
 
 from steprl.envs import register
 from steprl.rollout import LocalPool, RolloutCollector
-from steprl.rollout.testing import COUNTER_ENV, CounterEnv, CounterExpert
+from tests.doubles import COUNTER_ENV, CounterEnv, CounterExpert
 
 TASKS = CounterEnv(num_tasks=8).tasks("train")
 

@@ -11,7 +11,7 @@ pytest.importorskip("steprl.envs.minidesk.env", reason="MiniDesk is not availabl
 
 from steprl.envs import make  # noqa: E402
 from steprl.rollout import InProcessPool, LocalPool, RolloutCollector  # noqa: E402
-from steprl.rollout.testing import MINIDESK_ACTIONS, HashPolicy, RandomPolicy  # noqa: E402
+from tests.doubles import MINIDESK_ACTIONS, HashPolicy, RandomPolicy  # noqa: E402
 
 TASKS = make("minidesk").tasks("train")[:16]
 

@@ -13,7 +13,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'step
 from steprl.envs import make, register  # noqa: E402
 from steprl.rollout import LocalPool, RolloutCollector  # noqa: E402
 from steprl.rollout.ray_pool import RayPool  # noqa: E402
-from steprl.rollout.testing import COUNTER_ENV, MINIDESK_ACTIONS, CounterEnv, CounterExpert, HashPolicy  # noqa: E402
+from tests.doubles import COUNTER_ENV, MINIDESK_ACTIONS, CounterEnv, CounterExpert, HashPolicy  # noqa: E402
 
 TASKS = CounterEnv(num_tasks=6).tasks("train") * 2
 

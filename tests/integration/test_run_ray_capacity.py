@@ -9,7 +9,7 @@ import pytest
 from steprl.envs import register
 from steprl.errors import EnvPoolError
 from steprl.rollout.ray_pool import check_capacity
-from steprl.rollout.testing import COUNTER_ENV
+from tests.doubles import COUNTER_ENV
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'steprl[distributed]' (or pip install ray)")
 

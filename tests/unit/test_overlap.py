@@ -19,7 +19,7 @@ from steprl.envs import make
 from steprl.errors import ConfigError, RolloutError
 from steprl.overlap import RoundPipeline, snapshot_policy
 from steprl.rollout import InProcessPool, RolloutCollector
-from steprl.rollout.testing import parse_counter_action
+from tests.doubles import parse_counter_action
 from steprl.round import RoundRunner
 from steprl.types import Generation
 from tests.doubles import ScriptedTokenPolicy

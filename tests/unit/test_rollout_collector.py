@@ -1,6 +1,6 @@
 """RolloutCollector on the in-process pool (and worker threads): records, batching, history
 window, determinism, retries, quarantine and the guards. CounterEnv and the fake policies come
-from steprl.rollout.testing."""
+from tests/doubles.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from steprl.envs import register
 from steprl.rollout import CollectStats, InProcessPool, LocalPool, RolloutCollector, RolloutError, copy_indices
-from steprl.rollout.testing import (
+from tests.doubles import (
     COUNTER_ENV,
     DOWN,
     FINISH,

@@ -14,7 +14,7 @@ import pytest
 
 from steprl.envs import MissingDependencyError, register
 from steprl.rollout import EnvPoolError, InProcessPool, LocalPool
-from steprl.rollout.testing import UP, CounterEnv  # "counter" is a registered env
+from tests.doubles import UP, CounterEnv  # "counter" is a registered env
 from steprl.types import Observation, StepResult, Task
 
 TASK = Task(id="t", family="counter", instruction="Set the counter to 1, then finish.", config={"goal": 1})

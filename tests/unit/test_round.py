@@ -14,7 +14,7 @@ from steprl.algo.spec import AlgorithmSpec
 from steprl.algo.success_rate import SuccessRateRecorder
 from steprl.envs import make
 from steprl.rollout import InProcessPool, RolloutCollector
-from steprl.rollout.testing import parse_counter_action
+from tests.doubles import parse_counter_action
 from steprl.round import RoundRunner, shard_groups
 from tests.doubles import ScriptedTokenPolicy
 

@@ -12,7 +12,7 @@ from steprl.envs import make, register
 from steprl.errors import CheckpointError
 from steprl.rollout import InProcessPool, RolloutCollector
 from steprl.rollout.replay import continuation_state
-from steprl.rollout.testing import FINISH, UP, CounterEnv, counter_goal, counter_value
+from tests.doubles import FINISH, UP, CounterEnv, counter_goal, counter_value
 from tests.doubles import ScriptedTokenPolicy
 from tests.unit.test_round import A, B, C, runner_with_prior
 
