@@ -89,6 +89,16 @@ def test_split_seeds_are_disjoint_ranges():
         split_seeds("val", 1, 1, 0)
 
 
+def test_first_test_seed_moves_the_test_seeds_past_a_warm_starts_demonstrations():
+    # 4 training seeds, test seeds from 12: train 0..3, test 12..17 (seeds 4..11 are in neither)
+    assert split_seeds("train", 4, 6, 0, first_test_seed=12) == [0, 1, 2, 3]
+    assert split_seeds("test", 4, 6, 0, first_test_seed=12) == [12, 13, 14, 15, 16, 17]
+    assert split_seeds("test", 2, 1, 1, first_test_seed=5) == [100005]  # relative to task_seed's base
+    assert split_seeds("test", 3, 2, 0, first_test_seed=None) == [3, 4]  # default: right after train
+    with pytest.raises(ValueError, match="first_test_seed"):
+        split_seeds("test", 4, 2, 0, first_test_seed=3)  # would overlap the training seeds
+
+
 def test_score_mapping():
     # MiniWoB reward r in [-1, 1] -> max(0, r), at most 1
     assert [score_from_reward(r) for r in (-1.0, 0.0, 0.35, 1.0, 1.5)] == [0.0, 0.0, 0.35, 1.0, 1.0]

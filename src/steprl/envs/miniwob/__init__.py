@@ -5,7 +5,8 @@ plus Debian's `chromium` and `chromium-driver`):
 
 - tasks: MiniWoB++ task names (default: `catalog.CATALOG`, 22 tasks graded 1..5 from click-test to
   book-flight); seeds_per_task / test_seeds_per_task / task_seed: page seeds of the train and test
-  splits (disjoint; see catalog.split_seeds). A task instance is (name, seed), id "name/seed".
+  splits (disjoint; see catalog.split_seeds); first_test_seed: where the test seeds start (default:
+  right after the training seeds). A task instance is (name, seed), id "name/seed".
 - observation: "screenshot" (the 160x210 task area, RGB uint8) | "both" (+ DOM text as a11y) |
   "a11y" (DOM text, blank screenshot).
 - coords / model_image_size: the policy's coordinate convention (see steprl.actions).

@@ -7,17 +7,30 @@ ChromeDriver binaries with the flags that keep a headless Chromium quiet on a cl
 fresh profile directory, and it can switch the page to another task without a new browser. The
 gymnasium API (`reset(seed, options)`, `step(action)`, `create_action`) is miniwob's own.
 
+Browser health: ChromeDriver starts in a process group of its own, which Chromium and its helper
+processes join, so the whole browser can be killed at once (`kill_browser`). A small reaper (`sh`,
+in its own session) waits for the process that started the browser to exit and then kills that
+group: a worker process killed with SIGKILL (a hung op, a crash) leaves no Chromium behind. Every
+WebDriver command answers within `COMMAND_TIMEOUT_S` or raises, so a hung page becomes an error,
+not a hang; `BROWSER_ERRORS` are the exceptions that mean "this browser is broken".
+
 This module imports `miniwob` and `selenium`; `steprl.envs.miniwob.env` imports it only when a
 `MiniWoBEnv` is built, so a missing package is reported there with the install command.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import shutil
+import signal
+import subprocess
 import tempfile
 import urllib.parse
 from typing import Any
+
+import urllib3
 
 from miniwob.action import ActionSpaceConfig
 from miniwob.constants import ALL_POSSIBLE_KEYS
@@ -25,7 +38,7 @@ from miniwob.environment import MiniWoBEnvironment
 from miniwob.fields import get_field_extractor
 from miniwob.selenium_instance import DEFAULT_BASE_URL, SeleniumInstance
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
@@ -45,6 +58,22 @@ CHROMIUM_FLAGS = (
     "--force-device-scale-factor=1",
 )
 PAGE_LOAD_TIMEOUT_S = 10.0
+#: Longest wait for one WebDriver command (selenium's default is 120 s); MiniWoB++ commands take
+#: milliseconds, so a command this slow means a hung page or browser.
+COMMAND_TIMEOUT_S = 30
+#: Kills the browser's process group once its owner has exited (or exits when the group is gone).
+REAPER_SCRIPT = (
+    'while kill -0 "$1" 2>/dev/null && kill -0 "-$2" 2>/dev/null; do sleep 1; done; '
+    'kill -9 "-$2" 2>/dev/null; exit 0'
+)
+
+
+class PageLoadError(RuntimeError):
+    """A MiniWoB++ page did not load in time."""
+
+
+#: Exceptions that mean the browser (not the policy) failed: crashed, hung, or stopped answering.
+BROWSER_ERRORS: tuple[type[BaseException], ...] = (WebDriverException, PageLoadError, OSError, urllib3.exceptions.HTTPError)
 
 
 def action_space_config() -> ActionSpaceConfig:
@@ -61,9 +90,13 @@ class OfflineChromium(SeleniumInstance):
         self.chrome_binary = chrome_binary
         self.chromedriver = chromedriver
         self.profile_dir: str | None = None
+        self.browser_group: int | None = None  # process group of ChromeDriver + Chromium
+        self._reaper: subprocess.Popen | None = None
+        self._driver_process: subprocess.Popen | None = None
 
     def create_driver(self) -> None:
-        """Start Chromium (replaces miniwob's version: explicit binaries, offline flags, own profile)."""
+        """Start Chromium (replaces miniwob's version: explicit binaries, offline flags, own profile,
+        its own process group watched by a reaper, a bounded wait per command)."""
         options = webdriver.ChromeOptions()
         for flag in CHROMIUM_FLAGS:
             options.add_argument(flag)
@@ -71,7 +104,15 @@ class OfflineChromium(SeleniumInstance):
         options.add_argument(f"--user-data-dir={self.profile_dir}")
         options.binary_location = self.chrome_binary
         # Both paths given: Selenium Manager is not consulted, so nothing is downloaded.
-        self.driver = webdriver.Chrome(service=Service(executable_path=self.chromedriver), options=options)
+        service = Service(executable_path=self.chromedriver, popen_kw={"start_new_session": True})
+        self.driver = webdriver.Chrome(service=service, options=options)
+        self._driver_process = service.process
+        self.browser_group = service.process.pid  # start_new_session: its pid is the group id
+        self._reaper = subprocess.Popen(
+            ["sh", "-c", REAPER_SCRIPT, "steprl-miniwob-reaper", str(os.getpid()), str(self.browser_group)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        self.driver.command_executor._client_config.timeout = COMMAND_TIMEOUT_S  # selenium has no public setter
         self._open(self.url)
 
     def _open(self, url: str) -> None:
@@ -81,7 +122,7 @@ class OfflineChromium(SeleniumInstance):
                 expected_conditions.element_to_be_clickable((By.ID, self.SYNC_SCREEN_ID))
             )
         except TimeoutException:
-            raise RuntimeError(f"The MiniWoB++ page {url} did not load within {PAGE_LOAD_TIMEOUT_S:.0f} s") from None
+            raise PageLoadError(f"The MiniWoB++ page {url} did not load within {PAGE_LOAD_TIMEOUT_S:.0f} s") from None
         self.inner_width, self.inner_height = self.driver.execute_script("return [window.innerWidth, window.innerHeight];")
 
     def load_task(self, subdomain: str) -> None:
@@ -92,11 +133,32 @@ class OfflineChromium(SeleniumInstance):
         self.field_extractor = get_field_extractor(subdomain)
         self._open(self.url)
 
-    def close(self) -> None:
-        super().close()
+    def kill_browser(self) -> None:
+        """SIGKILL ChromeDriver, Chromium and its helpers (the whole process group) and delete the
+        profile directory; idempotent."""
+        if self.browser_group is not None:
+            try:
+                os.killpg(self.browser_group, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            self.browser_group = None
+        if self._driver_process is not None:  # reap ChromeDriver (Chromium's helpers go to init)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._driver_process.wait(timeout=5.0)
+            self._driver_process = None
+        if self._reaper is not None:
+            self._reaper.kill()
+            self._reaper.wait()
+            self._reaper = None
         if self.profile_dir is not None:
             shutil.rmtree(self.profile_dir, ignore_errors=True)
             self.profile_dir = None
+
+    def close(self) -> None:
+        """Quit the browser politely, then make sure none of its processes is left."""
+        if getattr(self, "driver", None) is not None:
+            super().close()
+        self.kill_browser()
 
 
 class OfflineMiniWoBEnv(MiniWoBEnvironment):
@@ -125,6 +187,13 @@ class OfflineMiniWoBEnv(MiniWoBEnvironment):
     def set_time_limit(self, seconds: float) -> None:
         """Override the page's episode time limit (core.EPISODE_MAX_TIME) for the next episodes."""
         self.instance.driver.execute_script(f"core.EPISODE_MAX_TIME = {int(seconds * 1000)};")
+
+    def kill_browser(self) -> None:
+        """Kill this env's browser outright (after a crash or hang: no polite quit that could hang)."""
+        instance = getattr(self, "instance", None)
+        if instance is not None:
+            instance.kill_browser()
+            instance.died = True
 
     def metadata_now(self) -> dict[str, Any]:
         """done / env_reward / raw_reward / reason as the page reports them right now."""

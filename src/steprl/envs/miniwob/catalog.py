@@ -65,20 +65,29 @@ def task_difficulty(name: str) -> int:
     return spec.difficulty if spec is not None else UNLISTED_DIFFICULTY
 
 
-def split_seeds(split: str, seeds_per_task: int, test_seeds_per_task: int, task_seed: int) -> list[int]:
-    """The page seeds of a split: train = base .. base+n_train-1, test = the next n_test integers.
+def split_seeds(
+    split: str, seeds_per_task: int, test_seeds_per_task: int, task_seed: int, first_test_seed: int | None = None
+) -> list[int]:
+    """The page seeds of a split: train = base .. base+n_train-1, test = n_test integers from
+    base + `first_test_seed` (default: right after the training seeds).
 
     E.g. task_seed=0, 3 train and 2 test seeds: train [0, 1, 2], test [3, 4] (disjoint by
-    construction, so no test problem is ever trained on).
+    construction, so no test problem is ever trained on). `first_test_seed` keeps the test seeds
+    where they were when fewer training seeds are used than a warm start was demonstrated on
+    (4 train seeds, first_test_seed=12: train [0..3], test [12, 13, ...]); it may not fall inside
+    the training seeds.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    if seeds_per_task + test_seeds_per_task > SEED_STRIDE:
-        raise ValueError(f"seeds_per_task + test_seeds_per_task must be <= {SEED_STRIDE}")
+    first = seeds_per_task if first_test_seed is None else int(first_test_seed)
+    if first < seeds_per_task:
+        raise ValueError(f"first_test_seed ({first}) must be >= seeds_per_task ({seeds_per_task}): test seeds may not be trained on")
+    if first + test_seeds_per_task > SEED_STRIDE:
+        raise ValueError(f"first_test_seed + test_seeds_per_task must be <= {SEED_STRIDE}")
     base = SEED_STRIDE * int(task_seed)
     if split == "train":
         return list(range(base, base + seeds_per_task))
-    return list(range(base + seeds_per_task, base + seeds_per_task + test_seeds_per_task))
+    return list(range(base + first, base + first + test_seeds_per_task))
 
 
 def task_id(name: str, seed: int) -> str:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,15 @@ BROWSER_INSTALL = (
     "apt-get install -y chromium chromium-driver   (Debian/Ubuntu), or set env.chrome_binary and "
     "env.chromedriver to a Chrome/Chromium and the ChromeDriver of the same version"
 )
+
+
+class BrowserFailure(RuntimeError):
+    """The Chromium of a MiniWoBEnv crashed, hung past its command timeout or stopped answering.
+
+    The env has already killed that browser; the next `reset` starts a fresh one. The rollout
+    collector treats it like any env failure: the episode is retried from reset, then counted in
+    rollout/env_errors.
+    """
 
 
 def _import_browser() -> Any:
@@ -57,6 +67,7 @@ class MiniWoBEnv(NoSnapshots):
         seeds_per_task: int = 8,
         test_seeds_per_task: int = 4,
         task_seed: int = 0,
+        first_test_seed: int | None = None,
         observation: str = "screenshot",
         coords: str = "absolute",
         model_image_size: Sequence[int] | None = None,
@@ -87,6 +98,8 @@ class MiniWoBEnv(NoSnapshots):
         self.task_names = names
         self.seeds_per_task, self.test_seeds_per_task = int(seeds_per_task), int(test_seeds_per_task)
         self.task_seed = int(task_seed)
+        self.first_test_seed = None if first_test_seed is None else int(first_test_seed)
+        split_seeds("test", self.seeds_per_task, self.test_seeds_per_task, self.task_seed, self.first_test_seed)  # checks it now
         self.observation = observation
         self.coords = coords
         self.model_image_size = tuple(int(v) for v in model_image_size) if model_image_size is not None else None
@@ -113,7 +126,7 @@ class MiniWoBEnv(NoSnapshots):
         """Every task name x every seed of `split`. Instructions are read from the pages: the
         browser starts here if it is not running, and reading an instance's utterance (once; it is
         cached) ends a running episode, so list the tasks before running episodes."""
-        seeds = split_seeds(split, self.seeds_per_task, self.test_seeds_per_task, self.task_seed)
+        seeds = split_seeds(split, self.seeds_per_task, self.test_seeds_per_task, self.task_seed, self.first_test_seed)
         out = []
         for name in self.task_names:
             for seed in seeds:
@@ -133,7 +146,8 @@ class MiniWoBEnv(NoSnapshots):
         """Open the task's page (if another is showing) and start the episode of its seed."""
         name, seed, mode = self._task_config(task)
         self._task = None  # until the page has started, no episode is running
-        self._start_episode(name, seed, mode)
+        with self._browser_guard(f"reset of {task.id}"):
+            self._start_episode(name, seed, mode)
         if self._raw.get("utterance") != task.instruction:  # a page whose seeding is not deterministic
             log.warning("MiniWoB %s: the page asks %r but the task says %r", task.id, self._raw.get("utterance"), task.instruction)
         self._task = task
@@ -156,7 +170,8 @@ class MiniWoBEnv(NoSnapshots):
             error = problem.reason
         page_done = False
         if command is not None:
-            page_done = self._run(command)
+            with self._browser_guard(f"a step of {self._task.id}"):  # type: ignore[union-attr]
+                page_done = self._run(command)
             if command.ends_episode:
                 episode.end(action.type)  # type: ignore[union-attr]
         if page_done:
@@ -171,8 +186,9 @@ class MiniWoBEnv(NoSnapshots):
         """The task score in [0, 1]: the page's reward once its episode has ended, mapped by
         `score_from_reward` (raw reward by default; `reward: decayed` keeps MiniWoB's time decay).
         0 while the page's episode is still running (e.g. after finished() before submitting)."""
-        self._require_task()
-        meta = self._gym.metadata_now()
+        task = self._require_task()
+        with self._browser_guard(f"evaluate of {task.id}"):
+            meta = self._gym.metadata_now()
         if not meta.get("done"):
             return 0.0
         return score_from_reward(meta["raw_reward"] if self.reward == "raw" else meta["env_reward"])
@@ -217,6 +233,25 @@ class MiniWoBEnv(NoSnapshots):
 
     # -- internals -----------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _browser_guard(self, what: str) -> Iterator[None]:
+        """Turn a browser failure during `what` into `BrowserFailure`, after killing the browser
+        (so it can neither leak nor be reused half-dead)."""
+        try:
+            yield
+        except self._browser_module.BROWSER_ERRORS as error:
+            self._discard_browser()
+            raise BrowserFailure(
+                f"MiniWoB++ browser failed during {what} ({type(error).__name__}: {str(error).strip()[:300]}); "
+                "it was killed and the next reset starts a new one"
+            ) from error
+
+    def _discard_browser(self) -> None:
+        """Kill the browser outright, then drop the env around it (its quit would talk to a dead driver)."""
+        gym, self._gym, self._task = self._gym, None, None
+        if gym is not None:
+            gym.kill_browser()
+
     def _require_task(self) -> Task:
         if self._task is None:
             raise RuntimeError("MiniWoBEnv: call reset(task) first (no episode is running).")
@@ -246,9 +281,10 @@ class MiniWoBEnv(NoSnapshots):
         """The utterance of (task, seed) as the page generates it (cached; ends the episode)."""
         key = (name, seed, split)
         if key not in self._instructions:
-            self._start_episode(name, seed, split)
-            self._instructions[key] = str(self._raw["utterance"])
-            self._gym.instance.force_stop()
+            with self._browser_guard(f"reading the instruction of {task_id(name, seed)}"):
+                self._start_episode(name, seed, split)
+                self._instructions[key] = str(self._raw["utterance"])
+                self._gym.instance.force_stop()
             self._task = None
         return self._instructions[key]
 
