@@ -8,6 +8,8 @@
                                                 # bf16 matmuls are several times slower than fp32 on most CPUs)
     python scripts/gpu_smoke.py --tiny --trainer fsdp   # FSDP's code path on the CPU (one process)
     python scripts/gpu_smoke.py --no-vllm       # skip the vLLM phase even where vllm is installed
+    python scripts/gpu_smoke.py --no-vllm --epochs 3 --step-latency 1 [--overlap]   # synchronous vs overlapped rounds
+                                                # with VM-like env latency (docs/overlap.md)
 
 Phases (each timed):
 1. tokenizer: the tiny byte-level BPE of `steprl.policy.tiny`, trained on MiniDesk's vocabulary and
@@ -261,6 +263,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--trainer", choices=("single", "fsdp"), default="single", help="single: one device, no strategy; fsdp: conf/trainer/fsdp.yaml's strategy")
     parser.add_argument("--epochs", type=int, default=None, help="RL epochs of the update phase (default: 1, or 2 with --trainer fsdp)")
     parser.add_argument("--precision", default=None, help="Lightning precision (default: bf16-mixed on the GPU; 32-true for float32 on the CPU)")
+    parser.add_argument("--overlap", action="store_true", help="data.overlap=true: collect round t+1 while round t trains (docs/overlap.md)")
+    parser.add_argument("--step-latency", type=float, default=0.0, help="simulated seconds per env step (reset: 3x), so the environment dominates as on VMs")
     parser.add_argument("--json", type=Path, default=None, help="write the report here (default: $OUT/gpu_smoke.json when $OUT is set)")
     args = parser.parse_args(argv)
     args.device = args.device or ("cpu" if args.tiny else "cuda")
@@ -297,7 +301,7 @@ def main(argv: list[str] | None = None) -> Report:
     shape_name = "tiny" if args.tiny else "ui-tars-7b-dpo"
     report = Report(
         device=torch.cuda.get_device_name(0) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})",
-        model=f"{shape_name} (Qwen2-VL{'' if args.tiny else ' 7B'}, random weights, {args.dtype}, LoRA r=64, trainer={args.trainer}, {args.epochs} epoch(s))",
+        model=f"{shape_name} (Qwen2-VL{'' if args.tiny else ' 7B'}, random weights, {args.dtype}, LoRA r=64, trainer={args.trainer}, {args.epochs} epoch(s), overlap={args.overlap}, step latency {args.step_latency:g} s)",
         versions=package_versions(),
     )
     phase = Phases(report, started)
@@ -355,10 +359,12 @@ def run(args: argparse.Namespace, device: torch.device, shape_name: str, report:
         "max_steps": args.steps,
         "coords": policy.coords,
         "model_image_size": list(policy.model_image_size(SCREEN)),
+        "step_latency_s": args.step_latency,
+        "reset_latency_s": 3 * args.step_latency,
     }
     tasks = [train_tasks[i // 2] for i in range(args.envs)]  # envs/2 tasks x 2 rollouts
 
-    if args.trainer == "single":
+    if args.trainer == "single" and not args.step_latency:  # with latency the epochs measure the rollouts
         with phase("hf rollout"):
             seconds, tokens, env_steps = rollout(policy, tasks, env_kwargs, args.envs)
         report.figures["hf_tokens_per_s"] = tokens / seconds if seconds > 0 else 0.0
@@ -415,6 +421,7 @@ def step_update(
 
     from steprl.algo.spec import AlgorithmSpec, build_loss
     from steprl.lightning.callbacks import StepTimer
+    from steprl.lightning.datamodule import SuccessRateDataModule
     from steprl.lightning.module import StepLightningModule
     from steprl.rollout import InProcessPool, RolloutCollector
     from steprl.round import RoundRunner
@@ -435,7 +442,7 @@ def step_update(
         screen_size=SCREEN,
         seed=args.seed,
     )
-    datamodule = _prepared_datamodule(runner, args.batch_size)
+    datamodule = SuccessRateDataModule(runner, [], batch_size=args.batch_size, overlap=args.overlap)
     module = StepLightningModule(policy=policy, loss=build_loss(spec), optimizer=functools.partial(torch.optim.AdamW, lr=1e-4))
     timer, epochs = StepTimer(), epoch_figures(device)
     with tempfile.TemporaryDirectory(prefix="steprl-smoke-") as root:
@@ -506,20 +513,6 @@ def _cpu_fsdp_strategy_class() -> type:
             return wrapped
 
     return CPUFSDPStrategy
-
-
-def _prepared_datamodule(runner: Any, batch_size: int) -> Any:
-    """The real datamodule, each round run inside `policy_for_round` (idempotent: the datamodule
-    may use it too), so this smoke runs FSDP's order of calls whatever the datamodule does."""
-    from steprl.lightning.datamodule import SuccessRateDataModule
-    from steprl.lightning.strategies import policy_for_round
-
-    class PreparedRounds(SuccessRateDataModule):
-        def train_dataloader(self):
-            with policy_for_round(self.trainer):
-                return super().train_dataloader()
-
-    return PreparedRounds(runner, [], batch_size=batch_size)
 
 
 def epoch_figures(device: torch.device) -> Any:
