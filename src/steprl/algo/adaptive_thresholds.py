@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from steprl.algo.sampling import Allocation, TaskScheduler
+from steprl.algo.sampling import Allocation, TaskScheduler, replace_copies
 from steprl.algo.success_rate import Counts, SuccessRateRecorder
 
 RULES = ("group", "interval")
@@ -264,19 +264,11 @@ def beta_reallocate(
         raise ValueError(f"data.rollouts_per_task (N) = {rollouts_per_task}; it must be at least 1.")
     plan = beta_plan(record, rollouts_per_task, **plan_knobs)
     cumulative = np.cumsum(plan.weights)
-    copies: list[str] = []
-    replaced: list[tuple[str, str]] = []
-    for task_id in task_ids:
-        p_rep = plan.replacement.get(task_id, 0.0) if plan.cache else 0.0
-        for _ in range(rollouts_per_task):
-            if p_rep > 0.0 and rng.random() < p_rep:
-                pick = min(int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right")), len(plan.cache) - 1)
-                target = plan.cache[pick]
-                replaced.append((task_id, target))
-                copies.append(target)
-            else:
-                copies.append(task_id)
-    return Allocation(copies=copies, replaced=replaced, cache_size=len(plan.cache))
+
+    def draw() -> str:  # a cache task with probability u_j / Σ u
+        return plan.cache[min(int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right")), len(plan.cache) - 1)]
+
+    return replace_copies(task_ids, rollouts_per_task, plan.cache, lambda task_id: plan.replacement.get(task_id, 0.0), draw, rng)
 
 
 class BetaScheduler(TaskScheduler):

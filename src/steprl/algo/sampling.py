@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,6 +135,31 @@ class TaskScheduler(ABC):
         self.generator.bit_generator.state = state["generator"]
 
 
+def replace_copies(
+    task_ids: Sequence[str],
+    rollouts_per_task: int,
+    cache: Sequence[str],
+    p_rep: Callable[[str], float],
+    draw: Callable[[], str],
+    rng: np.random.Generator,
+) -> Allocation:
+    """The N copies of each scheduled task, each handed with probability p_rep(task) to a cache task
+    given by `draw()` (SR-Traj draws uniformly, `sampling: beta` by weight). With an empty cache
+    nothing is replaced. One `rng.random()` per copy of a task with p_rep > 0, then the draw."""
+    copies: list[str] = []
+    replaced: list[tuple[str, str]] = []
+    for task_id in task_ids:
+        p = p_rep(task_id) if cache else 0.0
+        for _ in range(rollouts_per_task):
+            if p > 0.0 and rng.random() < p:
+                target = draw()
+                replaced.append((task_id, target))
+                copies.append(target)
+            else:
+                copies.append(task_id)
+    return Allocation(copies=copies, replaced=replaced, cache_size=len(cache))
+
+
 def _check_rollouts(rollouts_per_task: int) -> None:
     if rollouts_per_task < 1:
         raise ValueError(f"data.rollouts_per_task (N) = {rollouts_per_task}; it must be at least 1.")
@@ -165,19 +190,12 @@ class SRTrajScheduler(TaskScheduler):
         _check_rollouts(rollouts_per_task)
         rng = self.generator if generator is None else generator
         cache = recorder.cache(self.s0)
-        copies: list[str] = []
-        replaced: list[tuple[str, str]] = []
-        for task_id in task_ids:
+
+        def p_rep(task_id: str) -> float:
             rate = recorder.get(task_id)
-            p_rep = replacement_probability(rate, self.s0, self.kappa) if rate is not None and cache else 0.0
-            for _ in range(rollouts_per_task):
-                if p_rep > 0.0 and rng.random() < p_rep:
-                    target = cache[int(rng.integers(len(cache)))]
-                    replaced.append((task_id, target))
-                    copies.append(target)
-                else:
-                    copies.append(task_id)
-        return Allocation(copies=copies, replaced=replaced, cache_size=len(cache))
+            return replacement_probability(rate, self.s0, self.kappa) if rate is not None else 0.0
+
+        return replace_copies(task_ids, rollouts_per_task, cache, p_rep, lambda: cache[int(rng.integers(len(cache)))], rng)
 
 
 class UniformScheduler(TaskScheduler):
