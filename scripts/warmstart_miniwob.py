@@ -41,7 +41,7 @@ from steprl.envs.miniwob.catalog import task_difficulty
 from steprl.envs.miniwob.demos import collect_expert_demonstrations
 from steprl.policy.tiny import cached_tiny_checkpoint, num_parameters
 from steprl.policy.vlm import VLMPolicy
-from steprl.policy.warmstart import warm_start
+from steprl.policy.warmstart import labelled_step_samples, warm_start
 from steprl.types import Task, TrainingSample, Turn
 
 #: docs/miniwob.md: ten task types graded 1 (one click) to 3 (a short form).
@@ -86,18 +86,7 @@ def demonstration_samples(env, tasks: list[Task], args: argparse.Namespace) -> t
             stats["expert_success"] += int(trajectory.success and p == 0)
             stats["mistakes"] += demo.mistakes
             texts += [t.response for t in trajectory.turns] + demo.labels
-            for t, (turn, label) in enumerate(zip(trajectory.turns, demo.labels)):
-                dialogue = step_dialogue(
-                    trajectory.task.instruction,
-                    trajectory.turns[:t],
-                    turn.observation.screenshot,
-                    num_responses=HISTORY_RESPONSES,
-                    num_screenshots=HISTORY_SCREENSHOTS,
-                    response=label,
-                    trainable=True,
-                    a11y=turn.observation.a11y,
-                )
-                samples.append(TrainingSample(dialogue, advantage=1.0, task_id=trajectory.task.id, source="step"))
+            samples += labelled_step_samples(trajectory, demo.labels, history_responses=HISTORY_RESPONSES, history_screenshots=HISTORY_SCREENSHOTS)
     return samples, texts, stats
 
 

@@ -36,7 +36,7 @@ from steprl.envs import make
 from steprl.envs.minidesk import collect_expert_demonstrations
 from steprl.policy.tiny import cached_tiny_checkpoint, num_parameters
 from steprl.policy.vlm import VLMPolicy
-from steprl.policy.warmstart import warm_start
+from steprl.policy.warmstart import labelled_step_samples, warm_start
 from steprl.types import Task, TrainingSample, Trajectory, Turn
 
 SCREEN = (448, 280)
@@ -66,18 +66,7 @@ def demonstration_samples(env, tasks: list[Task], args: argparse.Namespace) -> t
         for trajectory in collect_expert_demonstrations(env, tasks, epsilon=epsilon, seed=args.seed + p):
             labels = clean_labels(env, trajectory)
             texts += [t.response for t in trajectory.turns] + labels
-            for t, (turn, label) in enumerate(zip(trajectory.turns, labels)):
-                dialogue = step_dialogue(
-                    trajectory.task.instruction,
-                    trajectory.turns[:t],
-                    turn.observation.screenshot,
-                    num_responses=HISTORY_RESPONSES,
-                    num_screenshots=HISTORY_SCREENSHOTS,
-                    response=label,
-                    trainable=True,
-                    a11y=turn.observation.a11y,
-                )
-                samples.append(TrainingSample(dialogue, advantage=1.0, task_id=trajectory.task.id, source="step"))
+            samples += labelled_step_samples(trajectory, labels, history_responses=HISTORY_RESPONSES, history_screenshots=HISTORY_SCREENSHOTS)
     return samples, texts
 
 

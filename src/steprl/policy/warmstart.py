@@ -33,8 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from steprl.algo.context import step_dialogue
 from steprl.policy.vlm import VLMPolicy
-from steprl.types import TrainingSample
+from steprl.types import TrainingSample, Trajectory
 
 _CACHE_VERSION = 1
 _STATE_FILE = "trainable.safetensors"
@@ -67,6 +68,31 @@ class WarmStartResult:
 # --------------------------------------------------------------------------------------------
 # Fingerprints (the cache key)
 # --------------------------------------------------------------------------------------------
+
+
+def labelled_step_samples(
+    trajectory: Trajectory, labels: Sequence[str], *, history_responses: int = 3, history_screenshots: int = 0
+) -> list[TrainingSample]:
+    """One supervised sample per turn of a demonstration: the context the policy will act in (STEP's
+    window of past responses, `step_dialogue`) with the expert's label for that state as the target."""
+    return [
+        TrainingSample(
+            step_dialogue(
+                trajectory.task.instruction,
+                trajectory.turns[:t],
+                turn.observation.screenshot,
+                num_responses=history_responses,
+                num_screenshots=history_screenshots,
+                response=label,
+                trainable=True,
+                a11y=turn.observation.a11y,
+            ),
+            advantage=1.0,
+            task_id=trajectory.task.id,
+            source="step",
+        )
+        for t, (turn, label) in enumerate(zip(trajectory.turns, labels))
+    ]
 
 
 def samples_fingerprint(samples: Sequence[TrainingSample]) -> str:
