@@ -26,6 +26,7 @@ GLOSSARY = [
     "eval/initial_success_rate", "eval/initial_train_success_rate",
     "rollout/valid", "rollout/env_restarts", "rollout/env_retries", "rollout/env_timeouts", "rollout/env_quarantined",
     "eval/env_errors", "eval/train_env_errors", "train/optimizer_steps",
+    "train/failed_credit_samples", "train/aug_outcome_groups", "rollout/aug_env_steps",
 ]
 TIME_PARTS = ["time/rollout_s", "time/augment_s", "time/old_logprob_s", "time/update_s", "time/other_s"]
 

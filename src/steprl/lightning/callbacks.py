@@ -127,6 +127,9 @@ class SuccessCurves(Callback):
                 "train/aug_samples": report.aug_samples,
                 "train/adv_mean": report.adv_mean,
                 "train/optimizer_steps": getattr(report, "optimizer_steps", 0),
+                "train/failed_credit_samples": report.failed_credit_samples,
+                "train/aug_outcome_groups": report.aug_outcome_groups,
+                "rollout/aug_env_steps": report.aug_env_steps,
             },
             self.logged,
         )
