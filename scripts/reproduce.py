@@ -1,9 +1,9 @@
-"""Reproduce the paper's comparisons in miniature on MiniDesk and write results/.
+"""Reproduce the paper's comparisons in miniature on MiniDesk; writes results/ablation_20ep/ by default.
 
     python scripts/reproduce.py                          # STEP, its ablations, T-GRPO, GiGPO x 3 seeds
     python scripts/reproduce.py --preset first_experiment  # T-GRPO vs GiGPO vs STEP w/o both, 20-task subset
     python scripts/reproduce.py --preset thresholds      # the s0 x s_low sensitivity grid (STEP)
-    python scripts/reproduce.py --analyze-only --out results   # re-analyse finished runs
+    python scripts/reproduce.py --analyze-only            # re-analyse finished runs
 
 Every method runs with the same budget (B tasks x N rollouts per epoch, the same epochs) and the
 same seeds, as ONE Hydra multirun of `train.py` (the presets in conf/sweep/), with simulated VM-like
@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reset-latency", type=float, default=0.5, help="simulated seconds per reset")
     parser.add_argument("--jitter", type=float, default=0.5, help="relative +- jitter of the latencies")
     parser.add_argument("--eval-every", type=int, default=10, help="evaluation every k epochs (and at the end)")
-    parser.add_argument("--out", type=Path, default=ROOT / "results")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "ablation_20ep")
     parser.add_argument("--analyze-only", action="store_true", help="skip training; analyse <out>/runs")
     parser.add_argument("overrides", nargs="*", help="extra train.py overrides for every job")
     return parser.parse_args(argv)
