@@ -97,6 +97,8 @@ def last(values: list[tuple[int, float]]) -> float:
 def write_summary(args: argparse.Namespace, rows: list) -> None:
     import numpy as np
 
+    from steprl.analysis.plots import TIME_PARTS
+
     table = []
     for method in args.methods:
         runs = [run for m, _, run in rows if m == method]
@@ -111,6 +113,11 @@ def write_summary(args: argparse.Namespace, rows: list) -> None:
             series = [v for run in runs for _, v in metric_series(run, key)]
             return float(np.mean(series)) if series else float("nan")
 
+        def median_of_runs(key: str) -> float:
+            # a run that shared the CPU with another job is slower in every epoch: the median run is robust to one such run
+            means = [np.mean([v for _, v in metric_series(run, key)]) for run in runs if metric_series(run, key)]
+            return float(np.median(means)) if means else float("nan")
+
         table.append({
             "method": method,
             "seeds": len(runs),
@@ -119,9 +126,10 @@ def write_summary(args: argparse.Namespace, rows: list) -> None:
             "heldout_success": stat("eval/success_rate"),
             "above_s0": stat("tasks/above_s0"),
             "env_steps": stat("rollout/env_steps_total"),
-            "step_s": mean_of("time/step_s"),
+            "step_s": median_of_runs("time/step_s"),
             "optimizer_steps": mean_of("train/optimizer_steps"),
             "samples": mean_of("train/samples"),
+            "parts": {key: median_of_runs(key) for key in TIME_PARTS},
         })  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     with (args.out / "summary.csv").open("w", newline="") as f:
@@ -134,7 +142,7 @@ def write_summary(args: argparse.Namespace, rows: list) -> None:
                              f"{r['above_s0'][0]:.1f}", f"{r['env_steps'][0]:.0f}", f"{r['step_s']:.1f}", f"{r['optimizer_steps']:.1f}",
                              f"{r['samples']:.0f}"])  # fmt: skip
     lines = [
-        "| method | seeds | train success before | train success after | held-out | tasks ≥ s0 | env steps | s / step | optimiser steps / round | samples / round |",
+        "| method | seeds | train success before | train success after | held-out | tasks ≥ s0 | env steps | s / step (median run) | optimiser steps / round | samples / round |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table:
@@ -143,6 +151,11 @@ def write_summary(args: argparse.Namespace, rows: list) -> None:
             f"{r['heldout_success'][0]:.3f} ± {r['heldout_success'][1]:.3f} | {r['above_s0'][0]:.1f} | {r['env_steps'][0]:.0f} | "
             f"{r['step_s']:.1f} | {r['optimizer_steps']:.1f} | {r['samples']:.0f} |"
         )
+    lines += ["", "Time per step and its parts, seconds (per run: the mean over epochs; then the median run):", "",
+              "| method | step | " + " | ".join(key.removeprefix("time/").removesuffix("_s") for key in TIME_PARTS) + " |",
+              "|---|---|" + "---|" * len(TIME_PARTS)]  # fmt: skip
+    for r in table:
+        lines.append(f"| {r['method']} | {r['step_s']:.1f} | " + " | ".join(f"{r['parts'][key]:.2f}" for key in TIME_PARTS) + " |")
     (args.out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot(args, rows)
