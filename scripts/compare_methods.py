@@ -161,6 +161,22 @@ def write_summary(args: argparse.Namespace, rows: list) -> None:
     plot(args, rows)
 
 
+def x_of_epochs(run, x_key: str) -> dict[int, float]:
+    """epoch -> env steps so far, or -> wall-clock of the steps so far (cumulative time/step_s)."""
+    import numpy as np
+
+    pairs = metric_series(run, x_key)
+    if x_key == "time/step_s":
+        pairs = list(zip([e for e, _ in pairs], np.cumsum([v for _, v in pairs])))
+    return dict(pairs)
+
+
+def training_success_points(run) -> list[tuple[int, float]]:
+    """(epoch, eval/train_success_rate): before the first update (as epoch -1) and at every evaluation."""
+    before = metric_series(run, "eval/initial_train_success_rate")
+    return [(-1, before[0][1])] * bool(before) + metric_series(run, "eval/train_success_rate")
+
+
 def plot(args: argparse.Namespace, rows: list) -> None:
     import matplotlib
 
@@ -168,34 +184,37 @@ def plot(args: argparse.Namespace, rows: list) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5))
+    fig, axes = plt.subplots(2, 3, figsize=(17, 9))
+    x_axes = (("rollout/env_steps_total", "env steps"), ("time/step_s", "wall-clock of the steps, s (median run)"))
     for method in args.methods:
         runs = [run for m, _, run in rows if m == method]
         if not runs:
             continue
-        for ax, x_key, label in ((axes[0], "rollout/env_steps_total", "env steps"), (axes[1], "time/step_s", "wall-clock of the steps (s)")):
-            xs, ys = [], []
-            for run in runs:
-                success = metric_series(run, "rollout/success_rate")
-                x = metric_series(run, x_key)
-                if x_key == "time/step_s":
-                    x = list(zip([e for e, _ in x], np.cumsum([v for _, v in x])))
-                by_epoch = dict(x)
-                xs.append([by_epoch.get(e, np.nan) for e, _ in success])
-                ys.append([v for _, v in success])
-            length = min(len(y) for y in ys)
-            ax.plot(np.nanmean([x[:length] for x in xs], axis=0), np.mean([y[:length] for y in ys], axis=0), label=method)
-            ax.set_xlabel(label)
-            ax.set_ylabel("rollout success rate (mean over seeds)")
+        for row, (y_of, y_label) in enumerate(((lambda run: metric_series(run, "rollout/success_rate"), "rollout success rate"),
+                                                (training_success_points, "training success (every task, sampled twice)"))):  # fmt: skip
+            for column, (x_key, x_label) in enumerate(x_axes):
+                xs, ys = [], []
+                for run in runs:
+                    x_by_epoch = x_of_epochs(run, x_key)
+                    points = y_of(run)
+                    xs.append([0.0 if e < 0 else x_by_epoch.get(e, np.nan) for e, _ in points])
+                    ys.append([v for _, v in points])
+                length = min(len(y) for y in ys)
+                # env steps: the mean over seeds; wall-clock: the median run (one run that shared the CPU would skew a mean)
+                x = (np.nanmean if column == 0 else np.nanmedian)([x[:length] for x in xs], axis=0)
+                axes[row, column].plot(x, np.mean([y[:length] for y in ys], axis=0), marker="o" if row else None, label=method)
+                axes[row, column].set_xlabel(x_label)
+                axes[row, column].set_ylabel(f"{y_label}, mean over seeds")
         above = [metric_series(run, "tasks/above_s0") for run in runs]
         length = min(len(a) for a in above)
-        axes[2].plot([e for e, _ in above[0][:length]], np.mean([[v for _, v in a[:length]] for a in above], axis=0), label=method)
-        axes[2].set_xlabel("epoch")
-        axes[2].set_ylabel("tasks with ŝ ≥ s0")
-    for ax in axes:
+        axes[0, 2].plot([e for e, _ in above[0][:length]], np.mean([[v for _, v in a[:length]] for a in above], axis=0), label=method)
+    axes[0, 2].set_xlabel("epoch")
+    axes[0, 2].set_ylabel("tasks with ŝ ≥ s0, mean over seeds")
+    for ax in axes.flat:
         ax.grid(alpha=0.3)
-    axes[2].legend(fontsize=8)
-    fig.suptitle("MiniDesk, tiny policy: rollout success against env steps and wall-clock; tasks above s0")
+    axes[1, 2].axis("off")
+    axes[1, 2].legend(*axes[0, 2].get_legend_handles_labels(), loc="center", fontsize=10)
+    fig.suptitle("MiniDesk, tiny policy: success against env steps and wall-clock; tasks above s0")
     fig.tight_layout()
     fig.savefig(args.out / "success_curves.png", dpi=110)
 
