@@ -8,8 +8,9 @@ Each (method, seed) is one `python train.py +experiment=minidesk_<method> seed=S
 interrupted batch continues where it stopped. Runs go seed-major (every method's seed 0 first), so a
 batch cut short still compares every method. Every method gets the same warm start (the shipped tiny
 policy), the same rollout budget (B tasks x N rollouts per epoch, the same epochs) and the same
-simulated VM latency. The analysis writes <out>/summary.csv, <out>/summary.md and figures (success
-against epoch, env steps and wall-clock; tasks above s0), using steprl.analysis.
+simulated VM latency. The analysis writes <out>/summary.csv, <out>/summary.md (with each method's
+time per step and its parts, from its median run) and <out>/success_curves.png (rollout success and
+the evaluated training success against env steps and wall-clock; tasks above s0).
 """
 
 from __future__ import annotations
@@ -174,7 +175,8 @@ def x_of_epochs(run, x_key: str) -> dict[int, float]:
 def training_success_points(run) -> list[tuple[int, float]]:
     """(epoch, eval/train_success_rate): before the first update (as epoch -1) and at every evaluation."""
     before = metric_series(run, "eval/initial_train_success_rate")
-    return [(-1, before[0][1])] * bool(before) + metric_series(run, "eval/train_success_rate")
+    after = metric_series(run, "eval/train_success_rate")
+    return [(-1, before[0][1]), *after] if before else after
 
 
 def plot(args: argparse.Namespace, rows: list) -> None:
