@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+from steprl.envs.demos import expert_episode
 from steprl.envs.minidesk.env import MiniDeskEnv
-from steprl.types import Task, Trajectory, Turn
+from steprl.types import Task, Trajectory
 
 
 def collect_expert_demonstrations(
@@ -28,25 +29,10 @@ def collect_expert_demonstrations(
     trajectories = []
     for task in tasks:
         rng = random.Random(f"expert:{seed}:{task.id}")
-        observation = env.reset(task)
-        trajectory = Trajectory(task=task)
-        done = False
-        while not done:
+
+        def choose() -> tuple[str, str]:
             response = env.expert_response(epsilon=epsilon, rng=rng, thought=thought)
-            result = env.step(response)
-            info = result.info
-            trajectory.turns.append(
-                Turn(
-                    observation=observation,
-                    response=response,
-                    action=info.get("action"),
-                    action_valid=bool(info.get("action_valid", True)),
-                    error=info.get("error"),
-                )
-            )
-            observation, done = result.observation, result.done
-        trajectory.score = env.evaluate()
-        trajectory.success = trajectory.score >= success_threshold
-        trajectory.final_observation = observation
-        trajectories.append(trajectory)
+            return response, response
+
+        trajectories.append(expert_episode(env, task, choose, success_threshold)[0])
     return trajectories

@@ -17,9 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from steprl.actions import action_to_response
+from steprl.envs.demos import expert_episode
 from steprl.envs.miniwob.commands import SCREEN_SIZE
 from steprl.envs.miniwob.expert import elements_from_dom
-from steprl.types import Action, Task, Trajectory, Turn
+from steprl.types import Action, Task, Trajectory
 
 
 @dataclass
@@ -66,27 +67,10 @@ def collect_expert_demonstrations(
     demonstrations = []
     for task in tasks:
         rng = random.Random(f"miniwob-expert:{seed}:{task.id}")
-        observation = env.reset(task)
-        demo = Demonstration(Trajectory(task=task))
-        done = False
-        while not done:
+
+        def choose() -> tuple[str, str]:
             label = env.expert_response()
-            response = mistake_response(env, rng) if epsilon > 0 and rng.random() < epsilon else label
-            result = env.step(response)
-            info = result.info
-            demo.trajectory.turns.append(
-                Turn(
-                    observation=observation,
-                    response=response,
-                    action=info.get("action"),
-                    action_valid=bool(info.get("action_valid", True)),
-                    error=info.get("error"),
-                )
-            )
-            demo.labels.append(label)
-            observation, done = result.observation, result.done
-        demo.trajectory.score = env.evaluate()
-        demo.trajectory.success = demo.trajectory.score >= success_threshold
-        demo.trajectory.final_observation = observation
-        demonstrations.append(demo)
+            return (mistake_response(env, rng) if epsilon > 0 and rng.random() < epsilon else label), label
+
+        demonstrations.append(Demonstration(*expert_episode(env, task, choose, success_threshold)))
     return demonstrations
